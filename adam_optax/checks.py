@@ -1,0 +1,152 @@
+"""Argument validation: one function per kind of check.
+
+Every check runs at construction or at ``init``, or at trace time for the
+static facts of a traced value (its shape and dtype). Values that only exist
+at run time (tracers, e.g. hyperparameters under ``optax.inject_hyperparams``
+inside ``jax.jit``) are skipped, never guessed at.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_LOW_PRECISION = (jnp.bfloat16, jnp.float16)
+
+
+def _is_traced(value: Any) -> bool:
+    return isinstance(value, jax.core.Tracer)
+
+
+def _dtype(value: Any) -> np.dtype:
+    return value.dtype if hasattr(value, "dtype") else np.result_type(value)
+
+
+def _scalar(name: str, value: Any) -> float | None:
+    """Returns ``value`` as a Python float, or None when it is traced.
+
+    Raises TypeError for anything that is not a real number, and ValueError for
+    arrays that are not scalars or numbers that are not finite.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.number, np.ndarray, jax.Array)
+    ):
+        raise TypeError(
+            f"{name} must be a real number, got {value!r} of type {type(value).__name__}."
+        )
+    dtype = _dtype(value)
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise TypeError(f"{name} must be a real number, got {value!r} of dtype {dtype}.")
+    if jnp.ndim(value) != 0:
+        raise ValueError(
+            f"{name} must be a scalar, got an array of shape {jnp.shape(value)}. "
+            "Per-parameter values are not supported; use optax.masked or "
+            "optax.multi_transform to give parts of the tree their own settings."
+        )
+    if _is_traced(value):
+        return None
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {number}.")
+    return number
+
+
+def decay_rate(name: str, value: Any) -> None:
+    """Checks an exponential decay rate such as b1 or b2: 0 <= value < 1.
+
+    The dtype is checked even when the value is traced: a decay rate carried in
+    bfloat16 or float16 (as ``optax.inject_hyperparams`` does for such params)
+    cannot hold 0.999, which rounds to 1 and makes the bias correction 0/0.
+    """
+    number = _scalar(name, value)
+    if _dtype(value) in _LOW_PRECISION:
+        raise TypeError(
+            f"{name} arrived as {_dtype(value)}, which cannot represent a "
+            f"decay rate near 1 (0.999 rounds to 1.0). Keep hyperparameters in "
+            f"float32, e.g. optax.inject_hyperparams(..., "
+            f"hyperparam_dtype=jnp.float32)."
+        )
+    if number is not None and not 0.0 <= number < 1.0:
+        raise ValueError(
+            f"{name} must be in [0, 1), got {number}. It is the decay of a moving "
+            f"average; 1 would never forget and makes the bias correction divide "
+            f"by zero."
+        )
+
+
+def non_negative(name: str, value: Any) -> None:
+    """Checks a finite number >= 0, such as eps, eps_root or weight_decay."""
+    number = _scalar(name, value)
+    if number is not None and number < 0.0:
+        raise ValueError(f"{name} must be >= 0, got {number}.")
+
+
+def non_negative_or_schedule(name: str, value: Any) -> None:
+    """Checks a number >= 0 or a schedule: a callable of the step count."""
+    if not callable(value):
+        non_negative(name, value)
+
+
+def state_dtype(name: str, dtype: Any) -> None:
+    """Checks that a state dtype is None or a real floating dtype."""
+    if dtype is None:
+        return
+    try:
+        canonical = jnp.dtype(dtype)
+    except TypeError as error:
+        raise TypeError(f"{name} must be a floating dtype, got {dtype!r}.") from error
+    if not jnp.issubdtype(canonical, jnp.floating):
+        raise TypeError(
+            f"{name} must be a real floating dtype such as jnp.float32 or "
+            f"jnp.bfloat16, got {canonical}. (Complex params get the complex "
+            f"counterpart of mu_dtype automatically.)"
+        )
+
+
+def flag(name: str, value: Any) -> None:
+    """Checks a Python bool option."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}.")
+
+
+def inexact_params(params: Any) -> None:
+    """Checks that every parameter leaf is a float or complex array."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        try:
+            dtype = _dtype(leaf)
+        except TypeError:
+            dtype = None
+        if dtype is None or not jnp.issubdtype(dtype, jnp.inexact):
+            raise TypeError(
+                f"params{jax.tree_util.keystr(path)} has dtype {dtype}; Adam needs "
+                f"float or complex leaves. Keep integer and boolean arrays out of "
+                f"the optimized tree (e.g. with optax.masked or nnx.Param filters)."
+            )
+
+
+def updates_match(updates: Any, moments: Any) -> None:
+    """Checks that gradients have the state's tree structure and leaf shapes.
+
+    Shapes are static under ``jax.jit``, so this runs at trace time.
+    """
+    expected = jax.tree.structure(moments)
+    got = jax.tree.structure(updates)
+    if got != expected:
+        raise ValueError(
+            f"The gradients' tree structure differs from the optimizer state's, "
+            f"which was made by init from the params.\n  gradients: {got}\n"
+            f"  state:     {expected}"
+        )
+    for (path, g), m in zip(
+        jax.tree_util.tree_leaves_with_path(updates), jax.tree.leaves(moments), strict=True
+    ):
+        if np.shape(g) != np.shape(m):
+            raise ValueError(
+                f"Gradient leaf {jax.tree_util.keystr(path)} has shape "
+                f"{np.shape(g)}, but its parameter has shape {np.shape(m)}. "
+                f"Adam does not broadcast."
+            )

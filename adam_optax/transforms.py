@@ -1,0 +1,380 @@
+"""The Adam family's math: one function per leaf, mapped over pytrees.
+
+Kingma & Ba (2014), Algorithm 1, for a gradient g at step t = 1, 2, ...::
+
+    m_t = b1 m_{t-1} + (1 - b1) g            first moment
+    v_t = b2 v_{t-1} + (1 - b2) |g|^2        second moment (real, also for complex g)
+    m̂_t = m_t / (1 - b1^t),  v̂_t = v_t / (1 - b2^t)
+    update = m̂_t / (sqrt(v̂_t + eps_root) + eps)
+
+The learning rate and the sign are applied by the aliases (``adam`` and
+friends), as in optax. Dtype rules, stated once: the moments are stored in
+their state dtypes; the step's arithmetic, the hyperparameters and the bias
+corrections are in at least float32 (``_compute_dtype``); the update comes
+back in the gradient's dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from optax import ScaleByAdamState, ScaleByAmsgradState
+
+from adam_optax import checks
+
+_INT32_MAX = jnp.iinfo(jnp.int32).max
+
+
+class _Scalars(NamedTuple):
+    """Per-step scalars shared by every leaf, in at least float32.
+
+    The variants differ only here, so the per-leaf function stays one formula.
+    """
+
+    b1: jax.Array
+    b2: jax.Array
+    mu_scale: jax.Array  # multiplies m_t: 1/(1-b1^t), or b1/(1-b1^(t+1)) with Nesterov
+    g_scale: jax.Array | None  # multiplies g with Nesterov: (1-b1)/(1-b1^t)
+    nu_max_scale: jax.Array  # multiplies v_t before the AMSGrad running max
+    nu_scale: jax.Array  # multiplies v_t (or the max) in the denominator
+    eps: jax.Array  # added to the square root
+    eps_root: jax.Array  # added under the square root
+
+
+def _float(x: Any) -> jax.Array:
+    """A scalar hyperparameter as an array of at least float32."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating) or x.dtype.itemsize < 4:
+        x = x.astype(jnp.float32)
+    return x
+
+
+def _compute_dtype(*dtypes: Any) -> jnp.dtype:
+    """The dtype a leaf's step is computed in: its inputs', at least float32."""
+    return jnp.result_type(jnp.float32, *dtypes)
+
+
+def _real(dtype: Any) -> jnp.dtype:
+    return jnp.finfo(dtype).dtype
+
+
+def _increment(count: jax.Array) -> jax.Array:
+    """count + 1, saturating at the int32 maximum instead of overflowing."""
+    return count + (count < _INT32_MAX).astype(count.dtype)
+
+
+def _adam_leaf(g, mu, nu, nu_max, k: _Scalars):
+    """One Adam step for one leaf. Returns (update, mu, nu, nu_max)."""
+    dtype = _compute_dtype(g.dtype, mu.dtype)
+    k = jax.tree.map(lambda s: s.astype(_real(dtype)), k)
+    g32 = g.astype(dtype)
+    mu_new = k.b1 * mu.astype(dtype) + (1 - k.b1) * g32
+    nu_new = k.b2 * nu.astype(_real(dtype)) + (1 - k.b2) * jnp.real(g32 * jnp.conj(g32))
+    nu_den = nu_new
+    if nu_max is not None:
+        nu_den = jnp.maximum(nu_max.astype(_real(dtype)), nu_new * k.nu_max_scale)
+        nu_max = nu_den.astype(nu_max.dtype)
+    m_hat = mu_new * k.mu_scale
+    if k.g_scale is not None:
+        m_hat = m_hat + g32 * k.g_scale
+    update = m_hat / (jnp.sqrt(nu_den * k.nu_scale + k.eps_root) + k.eps)
+    return update.astype(g.dtype), mu_new.astype(mu.dtype), nu_new.astype(nu.dtype), nu_max
+
+
+def _adamax_leaf(g, mu, nu, k: _Scalars):
+    """One AdaMax step for one leaf (Kingma & Ba §7.1). Returns (update, mu, nu)."""
+    dtype = _compute_dtype(g.dtype, mu.dtype)
+    k = jax.tree.map(lambda s: s.astype(_real(dtype)), k)
+    g32 = g.astype(dtype)
+    mu_new = k.b1 * mu.astype(dtype) + (1 - k.b1) * g32
+    nu_new = jnp.maximum(jnp.abs(g32) + k.eps, k.b2 * nu.astype(_real(dtype)))
+    update = mu_new * k.mu_scale / nu_new
+    return update.astype(g.dtype), mu_new.astype(mu.dtype), nu_new.astype(nu.dtype)
+
+
+def _map_leaves(fn, n_out: int, *trees):
+    """Applies ``fn`` leaf by leaf over trees of the first tree's structure.
+
+    ``fn`` returns ``n_out`` values; the result is ``n_out`` trees. None leaves
+    (empty subtrees to JAX) stay None.
+    """
+    treedef = jax.tree.structure(trees[0])
+    columns = [
+        treedef.flatten_up_to(t) if t is not None else [None] * treedef.num_leaves for t in trees
+    ]
+    rows = [fn(*args) for args in zip(*columns, strict=True)]
+    return tuple(treedef.unflatten([row[i] for row in rows]) for i in range(n_out))
+
+
+def _zeros_like(param: Any, dtype: Any) -> jax.Array:
+    """Zeros with the param's shape and, where it has one, its sharding.
+
+    ``param`` may be an array, a ``jax.ShapeDtypeStruct`` or a tracer; a tracer
+    (``jax.jit(tx.init)``) carries no sharding, and XLA then decides.
+    """
+    sharding = None if isinstance(param, jax.core.Tracer) else getattr(param, "sharding", None)
+    return jnp.zeros(jnp.shape(param), dtype, device=sharding)
+
+
+def _init_count(params: Any) -> jax.Array:
+    """A zero int32 step count, replicated on the params' mesh if they have one.
+
+    A jitted step returns the count replicated on that mesh; starting it there
+    too keeps the second call from recompiling.
+    """
+    for leaf in jax.tree.leaves(params):
+        sharding = getattr(leaf, "sharding", None)
+        if isinstance(sharding, jax.sharding.NamedSharding):
+            return jnp.zeros(
+                [],
+                jnp.int32,
+                device=jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec()),
+            )
+    return jnp.zeros([], jnp.int32)
+
+
+def _init_moments(params: Any, mu_dtype: Any, nu_dtype: Any):
+    """Zero moments: mu in mu_dtype (complex for complex params), nu real."""
+    checks.inexact_params(params)
+
+    def mu_zeros(p):
+        dtype = p.dtype if mu_dtype is None else mu_dtype
+        if jnp.issubdtype(p.dtype, jnp.complexfloating):
+            dtype = jnp.result_type(dtype, jnp.complex64)
+        return _zeros_like(p, dtype)
+
+    def nu_zeros(p):
+        return _zeros_like(p, _real(p.dtype) if nu_dtype is None else nu_dtype)
+
+    return jax.tree.map(mu_zeros, params), jax.tree.map(nu_zeros, params)
+
+
+def _check_decays_and_eps(b1, b2, eps, eps_root=0.0) -> None:
+    checks.decay_rate("b1", b1)
+    checks.decay_rate("b2", b2)
+    checks.non_negative("eps", eps)
+    checks.non_negative("eps_root", eps_root)
+
+
+def _adam_family(
+    b1, b2, eps, eps_root, mu_dtype, nu_dtype, *, nesterov, max_convention, eps_hat, correct_mu=True
+) -> optax.GradientTransformation:
+    """Builds every Adam variant; they differ only in their per-step scalars.
+
+    ``max_convention`` is None (no AMSGrad), "raw" (the max of v_t, then the
+    bias correction: PyTorch and Keras) or "corrected" (the max of v̂_t: optax's
+    ``amsgrad``) or "uncorrected" (the max of v_t, never corrected: optax's
+    ``amsgrad(bias_correction_nu=False)``).
+    """
+    _check_decays_and_eps(b1, b2, eps, eps_root)
+    checks.state_dtype("mu_dtype", mu_dtype)
+    checks.state_dtype("nu_dtype", nu_dtype)
+    for name, value in (
+        ("nesterov", nesterov),
+        ("eps_hat", eps_hat),
+        ("bias_correction_mu", correct_mu),
+    ):
+        checks.flag(name, value)
+
+    def init_fn(params):
+        mu, nu = _init_moments(params, mu_dtype, nu_dtype)
+        count = _init_count(params)
+        if max_convention is None:
+            return ScaleByAdamState(count=count, mu=mu, nu=nu)
+        return ScaleByAmsgradState(
+            count=count, mu=mu, nu=nu, nu_max=jax.tree.map(jnp.zeros_like, nu)
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        checks.updates_match(updates, state.mu)
+        count = _increment(state.count)
+        k = _scalars(count, b1, b2, eps, eps_root, nesterov, max_convention, eps_hat, correct_mu)
+        nu_max = getattr(state, "nu_max", None)
+        updates, mu, nu, nu_max = _map_leaves(
+            lambda g, m, v, vmax: _adam_leaf(g, m, v, vmax, k),
+            4,
+            updates,
+            state.mu,
+            state.nu,
+            nu_max,
+        )
+        if max_convention is None:
+            return updates, ScaleByAdamState(count=count, mu=mu, nu=nu)
+        return updates, ScaleByAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _scalars(
+    count, b1, b2, eps, eps_root, nesterov, max_convention, eps_hat, correct_mu
+) -> _Scalars:
+    """The per-step scalars of ``_adam_leaf`` for step ``count`` (>= 1)."""
+    b1, b2, eps, eps_root = map(_float, (b1, b2, eps, eps_root))
+    one = jnp.ones_like(b2)
+    bc1 = 1 - b1**count
+    inv_bc2 = 1 / (1 - b2**count)
+    if not correct_mu:
+        mu_scale, g_scale = one, None
+    elif nesterov:
+        mu_scale, g_scale = b1 / (1 - b1 ** (count + 1)), (1 - b1) / bc1
+    else:
+        mu_scale, g_scale = 1 / bc1, None
+    nu_max_scale, nu_scale = {
+        None: (one, inv_bc2),
+        "raw": (one, inv_bc2),
+        "corrected": (inv_bc2, one),
+        "uncorrected": (one, one),
+    }[max_convention]
+    if eps_hat:
+        eps = eps * jnp.sqrt(inv_bc2)
+    return _Scalars(b1, b2, mu_scale, g_scale, nu_max_scale, nu_scale, eps, eps_root)
+
+
+def scale_by_adam(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    mu_dtype: Any = None,
+    *,
+    nu_dtype: Any = None,
+    nesterov: bool = False,
+    amsgrad: bool = False,
+    eps_hat: bool = False,
+) -> optax.GradientTransformation:
+    r"""Rescales updates by Adam (Kingma & Ba, 2014, Algorithm 1).
+
+  .. math::
+      m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
+      v_t = \beta_2 v_{t-1} + (1-\beta_2) |g_t|^2, \\
+      \hat m_t = m_t / (1-\beta_1^t), \quad \hat v_t = v_t / (1-\beta_2^t), \quad
+      u_t = \hat m_t / (\sqrt{\hat v_t + \epsilon_{root}} + \epsilon).
+
+  The result is the direction u_t; ``adam`` multiplies it by ``-learning_rate``.
+
+  Args:
+    b1: decay of the first-moment average, in [0, 1). Default 0.9.
+    b2: decay of the second-moment average, in [0, 1). Default 0.999.
+    eps: added to the denominator outside the square root, >= 0. Default 1e-8.
+    eps_root: added inside the square root, >= 0. Default 0.
+    mu_dtype: dtype of the first moment; default the params' dtype.
+    nu_dtype: dtype of the second moment (and its AMSGrad max); default the
+      params' real dtype (float32 for complex64 params).
+    nesterov: NAdam's Nesterov momentum (Dozat, 2016), optax's formula:
+      m̂ = b1 m_t / (1-b1^(t+1)) + (1-b1) g / (1-b1^t).
+    amsgrad: AMSGrad as PyTorch and Keras do it: the denominator uses the
+      running max of the raw v_t, then the bias correction. The state gains
+      ``nu_max``. (The ``amsgrad`` alias keeps optax's own convention.)
+    eps_hat: the ε̂ of the paper's §2 efficiency note, as TensorFlow and Keras
+      do it: eps is added to sqrt(v_t) before the bias correction, so the
+      denominator is sqrt(v̂_t) + eps / sqrt(1-b2^t).
+
+  Returns:
+    A ``GradientTransformation`` with state ``ScaleByAdamState(count, mu,
+    nu)``, or ``ScaleByAmsgradState(count, mu, nu, nu_max)`` with amsgrad.
+    ``count`` is int32 and saturates at its maximum.
+
+  Example:
+    >>> import jax.numpy as jnp, adam_optax
+    >>> tx = adam_optax.scale_by_adam()
+    >>> params = {"w": jnp.ones(3)}
+    >>> updates, state = tx.update({"w": jnp.full(3, 0.5)}, tx.init(params))
+    >>> updates["w"]  # the first step's direction is g / |g|
+    Array([1., 1., 1.], dtype=float32)
+  """
+    checks.flag("amsgrad", amsgrad)
+    return _adam_family(
+        b1,
+        b2,
+        eps,
+        eps_root,
+        mu_dtype,
+        nu_dtype,
+        nesterov=nesterov,
+        max_convention="raw" if amsgrad else None,
+        eps_hat=eps_hat,
+    )
+
+
+def scale_by_amsgrad(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    mu_dtype: Any = None,
+    bias_correction_mu: bool = True,
+    bias_correction_nu: bool = True,
+    *,
+    nu_dtype: Any = None,
+) -> optax.GradientTransformation:
+    r"""Rescales updates by AMSGrad in optax's convention (Reddi et al., 2018).
+
+    The running max is taken of the bias-corrected second moment:
+    ``nu_max_t = max(nu_max_{t-1}, v̂_t)`` and ``u_t = m̂_t / (sqrt(nu_max_t +
+    eps_root) + eps)``. ``bias_correction_mu=False`` uses m_t for m̂_t, and
+    ``bias_correction_nu=False`` takes the max of the raw v_t and never corrects
+    it, as in the original paper. For PyTorch's and Keras's convention use
+    ``scale_by_adam(amsgrad=True)``. Other arguments as in ``scale_by_adam``.
+
+    Returns:
+      A ``GradientTransformation`` with state ``ScaleByAmsgradState(count, mu,
+      nu, nu_max)``.
+    """
+    checks.flag("bias_correction_nu", bias_correction_nu)
+    return _adam_family(
+        b1,
+        b2,
+        eps,
+        eps_root,
+        mu_dtype,
+        nu_dtype,
+        nesterov=False,
+        max_convention="corrected" if bias_correction_nu else "uncorrected",
+        eps_hat=False,
+        correct_mu=bias_correction_mu,
+    )
+
+
+def scale_by_adamax(
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+) -> optax.GradientTransformation:
+    r"""Rescales updates by AdaMax (Kingma & Ba, 2014, §7.1).
+
+    .. math::
+        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
+        u_t = \max(|g_t| + \epsilon, \beta_2 u_{t-1}), \quad
+        \text{update} = m_t / ((1-\beta_1^t)\, u_t).
+
+    eps sits inside the max as in optax, so a zero gradient at the first step
+    gives 0 rather than 0/0. No bias correction is needed for u_t.
+
+    Args:
+      b1: decay of the first-moment average, in [0, 1). Default 0.9.
+      b2: decay of the infinity norm, in [0, 1). Default 0.999.
+      eps: added to |g_t|, >= 0. Default 1e-8.
+
+    Returns:
+      A ``GradientTransformation`` with state ``ScaleByAdamState(count, mu,
+      nu)``, nu holding u_t.
+    """
+    _check_decays_and_eps(b1, b2, eps)
+
+    def init_fn(params):
+        mu, nu = _init_moments(params, None, None)
+        return ScaleByAdamState(count=_init_count(params), mu=mu, nu=nu)
+
+    def update_fn(updates, state, params=None):
+        del params
+        checks.updates_match(updates, state.mu)
+        count = _increment(state.count)
+        k = _scalars(count, b1, b2, eps, 0.0, False, None, False, True)
+        updates, mu, nu = _map_leaves(
+            lambda g, m, v: _adamax_leaf(g, m, v, k), 3, updates, state.mu, state.nu
+        )
+        return updates, ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)

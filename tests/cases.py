@@ -1,0 +1,368 @@
+"""The test tables, as plain data: optimizer configurations and bad inputs.
+
+Every property and parity test iterates CONFIGS; test_errors iterates ERRORS.
+A new option is one new row here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+
+
+class Config(NamedTuple):
+    id: str
+    alias: str  # the adam_optax function
+    kwargs: dict[str, Any]  # its arguments, learning rate included
+    optax: tuple[str, dict[str, Any]] | None  # the optax alias with the same math
+    reference: dict[str, Any] | None  # options of tests/reference.py; None: not comparable
+
+
+_LR = 1e-2
+
+
+def _schedule(count):
+    """Exponential decay, written so NumPy and JAX evaluate the same formula."""
+    return 1e-2 * 0.99**count
+
+
+CONFIGS = [
+    Config("adam", "adam", {"learning_rate": _LR}, ("adam", {}), {}),
+    Config(
+        "adam_tuned",
+        "adam",
+        {"learning_rate": 3e-3, "b1": 0.5, "b2": 0.9, "eps": 1e-6, "eps_root": 1e-10},
+        ("adam", {}),
+        {},
+    ),
+    Config("adam_b1_zero", "adam", {"learning_rate": _LR, "b1": 0.0}, ("adam", {}), {}),
+    Config(
+        "adam_schedule",
+        "adam",
+        {"learning_rate": _schedule},
+        ("adam", {}),
+        {},
+    ),
+    Config(
+        "adamw",
+        "adamw",
+        {"learning_rate": _LR, "weight_decay": 0.1},
+        ("adamw", {}),
+        {"weight_decay": 0.1},
+    ),
+    Config("nadam", "nadam", {"learning_rate": _LR}, ("nadam", {}), {"nesterov": True}),
+    Config(
+        "nadamw",
+        "nadamw",
+        {"learning_rate": _LR, "weight_decay": 0.05},
+        ("nadamw", {}),
+        {"nesterov": True, "weight_decay": 0.05},
+    ),
+    Config(
+        "amsgrad_optax",
+        "amsgrad",
+        {"learning_rate": _LR},
+        ("amsgrad", {}),
+        {"amsgrad": "corrected"},
+    ),
+    Config(
+        "amsgrad_optax_uncorrected",
+        "amsgrad",
+        {"learning_rate": _LR, "bias_correction_mu": False, "bias_correction_nu": False},
+        ("amsgrad", {}),
+        {"amsgrad": "uncorrected"},
+    ),
+    Config(
+        "adam_amsgrad",
+        "adam",
+        {"learning_rate": _LR, "amsgrad": True},
+        None,
+        {"amsgrad": "raw"},
+    ),
+    Config(
+        "adamw_amsgrad",
+        "adamw",
+        {"learning_rate": _LR, "weight_decay": 0.1, "amsgrad": True},
+        None,
+        {"amsgrad": "raw", "weight_decay": 0.1},
+    ),
+    Config(
+        "adam_eps_hat",
+        "adam",
+        {"learning_rate": _LR, "eps": 1e-7, "eps_hat": True},
+        None,
+        {"eps_hat": True},
+    ),
+    Config(
+        "adam_eps_hat_amsgrad",
+        "adam",
+        {"learning_rate": _LR, "eps": 1e-7, "eps_hat": True, "amsgrad": True},
+        None,
+        {"eps_hat": True, "amsgrad": "raw"},
+    ),
+    Config("adamax", "adamax", {"learning_rate": _LR}, ("adamax", {}), {"adamax": True}),
+    Config(
+        "adamaxw",
+        "adamaxw",
+        {"learning_rate": _LR, "weight_decay": 0.1},
+        ("adamaxw", {}),
+        {"adamax": True, "weight_decay": 0.1},
+    ),
+    Config(
+        "adam_mu_bfloat16",
+        "adam",
+        {"learning_rate": _LR, "mu_dtype": jnp.bfloat16},
+        ("adam", {}),
+        None,
+    ),
+    Config(
+        "adam_nu_float32",
+        "adam",
+        {"learning_rate": _LR, "nu_dtype": jnp.float32},
+        ("adam", {}),
+        None,
+    ),
+]
+
+
+class ErrorCase(NamedTuple):
+    id: str
+    alias: str
+    kwargs: dict[str, Any]
+    error: type[Exception]
+    match: str  # a regex the message must match
+    params: Any = None  # when given, the error comes at init(params) ...
+    grads: Any = None  # ... or, when grads are given too, at update(grads, state), under jit
+
+
+ERRORS = [
+    ErrorCase(
+        "b1_one",
+        "adam",
+        {"learning_rate": 1e-3, "b1": 1.0},
+        ValueError,
+        r"b1 must be in \[0, 1\), got 1\.0",
+    ),
+    ErrorCase(
+        "b1_negative",
+        "adam",
+        {"learning_rate": 1e-3, "b1": -0.1},
+        ValueError,
+        r"b1 must be in \[0, 1\), got -0\.1",
+    ),
+    ErrorCase(
+        "b2_one",
+        "adamw",
+        {"learning_rate": 1e-3, "b2": 1.0},
+        ValueError,
+        r"b2 must be in \[0, 1\), got 1\.0",
+    ),
+    ErrorCase(
+        "b2_above_one",
+        "nadam",
+        {"learning_rate": 1e-3, "b2": 1.5},
+        ValueError,
+        r"b2 must be in \[0, 1\)",
+    ),
+    ErrorCase(
+        "b2_adamax",
+        "adamax",
+        {"learning_rate": 1e-3, "b2": 1.0},
+        ValueError,
+        r"b2 must be in \[0, 1\)",
+    ),
+    ErrorCase(
+        "eps_negative",
+        "adam",
+        {"learning_rate": 1e-3, "eps": -1e-8},
+        ValueError,
+        r"eps must be >= 0, got -1e-08",
+    ),
+    ErrorCase(
+        "eps_root_negative",
+        "adam",
+        {"learning_rate": 1e-3, "eps_root": -1.0},
+        ValueError,
+        r"eps_root must be >= 0",
+    ),
+    ErrorCase(
+        "eps_nan",
+        "adam",
+        {"learning_rate": 1e-3, "eps": float("nan")},
+        ValueError,
+        r"eps must be finite, got nan",
+    ),
+    ErrorCase(
+        "lr_negative",
+        "adam",
+        {"learning_rate": -1e-3},
+        ValueError,
+        r"learning_rate must be >= 0, got -0\.001",
+    ),
+    ErrorCase(
+        "lr_inf",
+        "adamw",
+        {"learning_rate": float("inf")},
+        ValueError,
+        r"learning_rate must be finite",
+    ),
+    ErrorCase(
+        "lr_string",
+        "adam",
+        {"learning_rate": "0.001"},
+        TypeError,
+        r"learning_rate must be a real number, got '0\.001'",
+    ),
+    ErrorCase(
+        "lr_none",
+        "adam",
+        {"learning_rate": None},
+        TypeError,
+        r"learning_rate must be a real number, got None",
+    ),
+    ErrorCase(
+        "lr_vector",
+        "adam",
+        {"learning_rate": jnp.ones(3)},
+        ValueError,
+        r"learning_rate must be a scalar, got an array of shape \(3,\)",
+    ),
+    ErrorCase(
+        "b1_bool",
+        "adam",
+        {"learning_rate": 1e-3, "b1": True},
+        TypeError,
+        r"b1 must be a real number, got True",
+    ),
+    ErrorCase(
+        "b1_complex",
+        "adam",
+        {"learning_rate": 1e-3, "b1": 0.9j},
+        TypeError,
+        r"b1 must be a real number",
+    ),
+    ErrorCase(
+        "b2_bfloat16",
+        "adam",
+        {"learning_rate": 1e-3, "b2": jnp.asarray(0.999, jnp.bfloat16)},
+        TypeError,
+        r"b2 arrived as bfloat16",
+    ),
+    ErrorCase(
+        "weight_decay_negative",
+        "adamw",
+        {"learning_rate": 1e-3, "weight_decay": -0.1},
+        ValueError,
+        r"weight_decay must be >= 0, got -0\.1",
+    ),
+    ErrorCase(
+        "weight_decay_string",
+        "adamaxw",
+        {"learning_rate": 1e-3, "weight_decay": "0.1"},
+        TypeError,
+        r"weight_decay must be a real number",
+    ),
+    ErrorCase(
+        "mu_dtype_int",
+        "adam",
+        {"learning_rate": 1e-3, "mu_dtype": jnp.int32},
+        TypeError,
+        r"mu_dtype must be a real floating dtype .* got int32",
+    ),
+    ErrorCase(
+        "nu_dtype_complex",
+        "adam",
+        {"learning_rate": 1e-3, "nu_dtype": jnp.complex64},
+        TypeError,
+        r"nu_dtype must be a real floating dtype .* got complex64",
+    ),
+    ErrorCase(
+        "mu_dtype_garbage",
+        "adamw",
+        {"learning_rate": 1e-3, "mu_dtype": "float33"},
+        TypeError,
+        r"mu_dtype must be a floating dtype, got 'float33'",
+    ),
+    ErrorCase(
+        "nesterov_string",
+        "adam",
+        {"learning_rate": 1e-3, "nesterov": "yes"},
+        TypeError,
+        r"nesterov must be True or False, got 'yes'",
+    ),
+    ErrorCase(
+        "amsgrad_int",
+        "adam",
+        {"learning_rate": 1e-3, "amsgrad": 1},
+        TypeError,
+        r"amsgrad must be True or False, got 1",
+    ),
+    ErrorCase(
+        "eps_hat_none",
+        "adam",
+        {"learning_rate": 1e-3, "eps_hat": None},
+        TypeError,
+        r"eps_hat must be True or False",
+    ),
+    ErrorCase(
+        "int_params",
+        "adam",
+        {"learning_rate": 1e-3},
+        TypeError,
+        r"params\['step'\] has dtype int32; Adam needs float or complex leaves",
+        {"w": jnp.ones(2), "step": jnp.zeros((), jnp.int32)},
+    ),
+    ErrorCase(
+        "bool_params",
+        "adamax",
+        {"learning_rate": 1e-3},
+        TypeError,
+        r"params\[0\] has dtype bool",
+        [jnp.ones(2, bool)],
+    ),
+    ErrorCase(
+        "list_params",
+        "adam",
+        {"learning_rate": 1e-3},
+        TypeError,
+        r"params\[0\]\[1\] has dtype int",
+        [[1.0, 2]],
+    ),
+    ErrorCase(
+        "grad_shape",
+        "adam",
+        {"learning_rate": 1e-3},
+        ValueError,
+        r"Gradient leaf \['w'\] has shape \(3,\), but its parameter has shape \(2,\)",
+        {"w": jnp.ones(2)},
+        {"w": jnp.ones(3)},
+    ),
+    ErrorCase(
+        "grad_scalar_broadcast",
+        "adamw",
+        {"learning_rate": 1e-3},
+        ValueError,
+        r"Gradient leaf \['w'\] has shape \(\), but its parameter has shape \(2, 2\)",
+        {"w": jnp.ones((2, 2))},
+        {"w": jnp.ones(())},
+    ),
+    ErrorCase(
+        "grad_missing_leaf",
+        "adamax",
+        {"learning_rate": 1e-3},
+        ValueError,
+        r"tree structure differs",
+        {"w": jnp.ones(2), "b": jnp.ones(1)},
+        {"w": jnp.ones(2)},
+    ),
+    ErrorCase(
+        "grad_transposed",
+        "amsgrad",
+        {"learning_rate": 1e-3},
+        ValueError,
+        r"has shape \(3, 2\), but its parameter has shape \(2, 3\)",
+        [jnp.ones((2, 3))],
+        [jnp.ones((3, 2))],
+    ),
+]

@@ -1,0 +1,85 @@
+"""State follows its params' sharding on an 8-device mesh (conftest forces 8 host devices)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import adam_optax
+
+pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices (see conftest)")
+
+
+def _mesh():
+    return Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("data", "model"))
+
+
+def _specs():
+    return {"w": P("data", "model"), "b": P("model"), "scale": P()}
+
+
+def _shapes():
+    return {"w": (8, 6), "b": (6,), "scale": ()}
+
+
+def _sharded_params(mesh):
+    return {
+        k: jax.device_put(jnp.ones(shape, jnp.float32) * 0.5, NamedSharding(mesh, _specs()[k]))
+        for k, shape in _shapes().items()
+    }
+
+
+def _moments(state):
+    """Every params-shaped tree in an optimizer state, by field name."""
+    inner = state[0]
+    return {name: getattr(inner, name) for name in inner._fields if name != "count"}
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: adam_optax.adamw(1e-2),
+        lambda: adam_optax.adam(1e-2, amsgrad=True, mu_dtype=jnp.bfloat16),
+    ],
+)
+def test_state_keeps_sharding_through_jit(make):
+    tx = make()
+    mesh = _mesh()
+    params = _sharded_params(mesh)
+    state = tx.init(params)
+    for tree in _moments(state).values():
+        for k, leaf in tree.items():
+            assert leaf.sharding.is_equivalent_to(params[k].sharding, leaf.ndim), k
+
+    @jax.jit
+    def step(p, s, g):
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    grads = jax.tree.map(lambda x: x * 0.1, params)
+    for _ in range(3):
+        params, state = step(params, state, grads)
+    assert step._cache_size() == 1, "the second call recompiled"
+    for tree in _moments(state).values():
+        for k, leaf in tree.items():
+            assert leaf.sharding.is_equivalent_to(NamedSharding(mesh, _specs()[k]), leaf.ndim), k
+
+
+def test_init_accepts_shape_dtype_structs():
+    mesh = _mesh()
+    abstract = {
+        k: jax.ShapeDtypeStruct(shape, jnp.bfloat16, sharding=NamedSharding(mesh, _specs()[k]))
+        for k, shape in _shapes().items()
+    }
+    tx = adam_optax.adam(1e-2, nu_dtype=jnp.float32)
+    state = tx.init(abstract)[0]
+    for k, struct in abstract.items():
+        assert state.mu[k].shape == struct.shape and state.mu[k].dtype == jnp.bfloat16
+        assert state.nu[k].dtype == jnp.float32
+        assert state.mu[k].sharding.is_equivalent_to(struct.sharding, len(struct.shape))
+        assert not np.any(np.asarray(state.nu[k]))
+    shapes = jax.eval_shape(tx.init, abstract)[0]
+    assert shapes.mu["w"].shape == (8, 6) and shapes.nu["w"].dtype == jnp.float32
