@@ -16,6 +16,8 @@ back in the gradient's dtype.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -66,10 +68,10 @@ def _increment(count: jax.Array) -> jax.Array:
     return count + (count < _INT32_MAX).astype(count.dtype)
 
 
-def _adam_leaf(g, mu, nu, nu_max, k: _Scalars):
+def _adam_leaf(g, mu, nu, nu_max, scalars: Callable[[Any], _Scalars]):
     """One Adam step for one leaf. Returns (update, mu, nu, nu_max)."""
     dtype = _compute_dtype(g.dtype, mu.dtype)
-    k = jax.tree.map(lambda s: s.astype(_real(dtype)), k)
+    k = scalars(_real(dtype))
     g32 = g.astype(dtype)
     mu_new = k.b1 * mu.astype(dtype) + (1 - k.b1) * g32
     nu_new = k.b2 * nu.astype(_real(dtype)) + (1 - k.b2) * jnp.real(g32 * jnp.conj(g32))
@@ -84,10 +86,10 @@ def _adam_leaf(g, mu, nu, nu_max, k: _Scalars):
     return update.astype(g.dtype), mu_new.astype(mu.dtype), nu_new.astype(nu.dtype), nu_max
 
 
-def _adamax_leaf(g, mu, nu, k: _Scalars):
+def _adamax_leaf(g, mu, nu, scalars: Callable[[Any], _Scalars]):
     """One AdaMax step for one leaf (Kingma & Ba §7.1). Returns (update, mu, nu)."""
     dtype = _compute_dtype(g.dtype, mu.dtype)
-    k = jax.tree.map(lambda s: s.astype(_real(dtype)), k)
+    k = scalars(_real(dtype))
     g32 = g.astype(dtype)
     mu_new = k.b1 * mu.astype(dtype) + (1 - k.b1) * g32
     nu_new = jnp.maximum(jnp.abs(g32) + k.eps, k.b2 * nu.astype(_real(dtype)))
@@ -192,10 +194,12 @@ def _adam_family(
         del params
         checks.updates_match(updates, state.mu)
         count = _increment(state.count)
-        k = _scalars(count, b1, b2, eps, eps_root, nesterov, max_convention, eps_hat, correct_mu)
+        scalars = _scalars(
+            count, b1, b2, eps, eps_root, nesterov, max_convention, eps_hat, correct_mu
+        )
         nu_max = getattr(state, "nu_max", None)
         updates, mu, nu, nu_max = _map_leaves(
-            lambda g, m, v, vmax: _adam_leaf(g, m, v, vmax, k),
+            lambda g, m, v, vmax: _adam_leaf(g, m, v, vmax, scalars),
             4,
             updates,
             state.mu,
@@ -211,8 +215,12 @@ def _adam_family(
 
 def _scalars(
     count, b1, b2, eps, eps_root, nesterov, max_convention, eps_hat, correct_mu
-) -> _Scalars:
-    """The per-step scalars of ``_adam_leaf`` for step ``count`` (>= 1)."""
+) -> Callable[[Any], _Scalars]:
+    """The per-step scalars of ``_adam_leaf`` for step ``count`` (>= 1).
+
+    Returns a function of the leaves' compute dtype, so that each dtype's
+    scalars are cast once per step, not once per leaf.
+    """
     b1, b2, eps, eps_root = map(_float, (b1, b2, eps, eps_root))
     one = jnp.ones_like(b2)
     bc1 = 1 - b1**count
@@ -231,7 +239,8 @@ def _scalars(
     }[max_convention]
     if eps_hat:
         eps = eps * jnp.sqrt(inv_bc2)
-    return _Scalars(b1, b2, mu_scale, g_scale, nu_max_scale, nu_scale, eps, eps_root)
+    scalars = _Scalars(b1, b2, mu_scale, g_scale, nu_max_scale, nu_scale, eps, eps_root)
+    return functools.cache(lambda dtype: jax.tree.map(lambda s: s.astype(dtype), scalars))
 
 
 def scale_by_adam(
@@ -371,9 +380,9 @@ def scale_by_adamax(
         del params
         checks.updates_match(updates, state.mu)
         count = _increment(state.count)
-        k = _scalars(count, b1, b2, eps, 0.0, False, None, False, True)
+        scalars = _scalars(count, b1, b2, eps, 0.0, False, None, False, True)
         updates, mu, nu = _map_leaves(
-            lambda g, m, v: _adamax_leaf(g, m, v, k), 3, updates, state.mu, state.nu
+            lambda g, m, v: _adamax_leaf(g, m, v, scalars), 3, updates, state.mu, state.nu
         )
         return updates, ScaleByAdamState(count=count, mu=mu, nu=nu)
 
