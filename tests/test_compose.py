@@ -10,7 +10,7 @@ import adam_optax
 
 
 def _params():
-    return {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4), "b": jnp.full((4,), 0.5)}
+    return {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4), "b": jnp.full((4,), 0.5, jnp.float32)}
 
 
 def _grads(steps=40, seed=0):
@@ -38,6 +38,7 @@ def _train(tx, params=None, grads=None, **extra):
     for g in _grads() if grads is None else grads:
         params, state = step(params, state, g)
         history.append(params)
+    assert step._cache_size() == 1, "the jitted step was compiled more than once"
     return history, state
 
 
