@@ -143,8 +143,13 @@ def _init_count(params: Any) -> jax.Array:
     return jnp.zeros([], jnp.int32)
 
 
-def _init_moments(params: Any, mu_dtype: Any, nu_dtype: Any):
-    """Zero moments: mu in mu_dtype (complex for complex params), nu real."""
+def _init_moments(params: Any, mu_dtype: Any, nu_dtype: Any, *, squares: bool = True):
+    """Zero moments: mu in mu_dtype (complex for complex params), nu real.
+
+    With ``squares`` (nu holds |g|², not AdaMax's |g|), nu defaults to float32
+    for float16 params: (1-b2)·g² underflows float16 already for |g| < 2e-4,
+    and a later zero gradient would then divide m̂ by eps alone.
+    """
     checks.inexact_params(params)
 
     def mu_zeros(p):
@@ -154,7 +159,12 @@ def _init_moments(params: Any, mu_dtype: Any, nu_dtype: Any):
         return _zeros_like(p, dtype)
 
     def nu_zeros(p):
-        return _zeros_like(p, _real(p.dtype) if nu_dtype is None else nu_dtype)
+        dtype = nu_dtype
+        if dtype is None:
+            dtype = _real(p.dtype)
+            if squares and dtype == jnp.float16:
+                dtype = jnp.float32
+        return _zeros_like(p, dtype)
 
     return jax.tree.map(mu_zeros, params), jax.tree.map(nu_zeros, params)
 
@@ -230,12 +240,15 @@ def _scalars(
     one_minus_b1, one_minus_b2 = _float(1 - b1), _float(1 - b2)
     b1, b2, eps, eps_root = map(_float, (b1, b2, eps, eps_root))
     one = jnp.ones_like(b2)
-    bc1 = 1 - b1**count
-    inv_bc2 = 1 / (1 - b2**count)
+    # A float exponent: an integer one that is concrete (eager) makes jnp.power
+    # compile an integer_pow for every new step.
+    t = jnp.asarray(count).astype(b2.dtype)
+    bc1 = 1 - b1**t
+    inv_bc2 = 1 / (1 - b2**t)
     if not correct_mu:
         mu_scale, g_scale = one, None
     elif nesterov:
-        mu_scale, g_scale = b1 / (1 - b1 ** (count + 1)), one_minus_b1 / bc1
+        mu_scale, g_scale = b1 / (1 - b1 ** (t + 1)), one_minus_b1 / bc1
     else:
         mu_scale, g_scale = 1 / bc1, None
     nu_max_scale, nu_scale = {
@@ -281,7 +294,8 @@ def scale_by_adam(
     eps_root: added inside the square root, >= 0. Default 0.
     mu_dtype: dtype of the first moment; default the params' dtype.
     nu_dtype: dtype of the second moment (and its AMSGrad max); default the
-      params' real dtype (float32 for complex64 params).
+      params' real dtype (float32 for complex64 params), but float32 for
+      float16 params, whose squared gradients underflow float16.
     nesterov: NAdam's Nesterov momentum (Dozat, 2016), optax's formula:
       m̂ = b1 m_t / (1-b1^(t+1)) + (1-b1) g / (1-b1^t).
     amsgrad: AMSGrad as PyTorch and Keras do it: the denominator uses the
@@ -382,7 +396,7 @@ def scale_by_adamax(
     _check_decays_and_eps(b1, b2, eps)
 
     def init_fn(params):
-        mu, nu = _init_moments(params, None, None)
+        mu, nu = _init_moments(params, None, None, squares=False)
         return ScaleByAdamState(count=_init_count(params), mu=mu, nu=nu)
 
     def update_fn(updates, state, params=None):

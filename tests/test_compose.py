@@ -7,6 +7,7 @@ import optax
 import pytest
 
 import adam_optax
+from tests import reference
 
 
 def _params():
@@ -135,14 +136,45 @@ def test_bfloat16_params_under_inject_hyperparams():
     )
 
 
-def test_float16_tiny_gradients_stay_finite():
-    """v = (1 - b2) g^2 underflows in float16; the step is computed in float32."""
-    params = {"w": jnp.ones(4, jnp.float16)}
-    grads = {"w": jnp.full(4, 1e-4, jnp.float16)}
-    tx = adam_optax.adam(1e-2)
-    updates, _ = tx.update(grads, tx.init(params), params)
-    assert updates["w"].dtype == jnp.float16
-    np.testing.assert_allclose(np.asarray(updates["w"], np.float32), -1e-2, rtol=1e-2)
+def test_float16_params_follow_the_float64_reference():
+    """Small float16 gradients, then zeros. (1 - b2) g² underflows float16 below
+    |g| = 7e-3, so nu defaults to float32 and the step is computed in float32. With
+    a float16 nu the second update here was m̂/eps = -inf. (The gradients keep
+    m = (1 - b1) g above float16's subnormals, whose rounding would dominate.)"""
+    params = {"w": jnp.ones(3, jnp.float16)}
+    g16 = np.array([1e-3, 4e-3, -2e-3], np.float16).astype(np.float64)
+    grads = [g16 * s for s in (1, 0, 0, 1, 0)]
+    thetas = reference.trajectory(np.ones(3), grads, 1e-3)
+    expected = np.diff(np.concatenate([np.ones((1, 3)), thetas]), axis=0)
+    tx = adam_optax.adam(1e-3)
+    state = tx.init(params)
+    for g, want in zip(grads, expected, strict=True):
+        updates, state = tx.update({"w": jnp.asarray(g, jnp.float16)}, state, params)
+        assert updates["w"].dtype == jnp.float16
+        np.testing.assert_allclose(np.asarray(updates["w"], np.float64), want, rtol=2e-3)
+
+
+def test_eager_steps_compile_nothing_new():
+    """The bias corrections power b by a float step count: an integer one that is
+    concrete makes jnp.power compile a new integer_pow at every eager step."""
+    tx = adam_optax.nadam(1e-3, amsgrad=True)
+    params, (g, *_) = _params(), _grads()
+    state = tx.init(params)
+    for _ in range(2):
+        _, state = tx.update(g, state, params)
+    compiles = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        for _ in range(3):
+            _, state = tx.update(g, state, params)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert not compiles
 
 
 def test_map_params_tree_get_and_set():

@@ -187,36 +187,22 @@ def _leaves_with_paths(tree):
 # --- jit equals eager --------------------------------------------------------------------------
 
 
-def _pow_rounding(config: Config, t: int) -> float:
-    """Relative change of step t's bias corrections between eager and jit, at most.
-
-    Eagerly, ``b ** count`` sees a concrete count, and jnp.power then takes
-    lax.integer_pow (binary powering: relative error up to (t-1)·u); under jit it
-    is lax.pow (about 1 ulp). So b^t may differ by t·u relatively, and 1/(1 - b^t)
-    by t·u·b^t/(1 - b^t): at t = 3 with b2 = 0.999 that is ~2e-5. NAdam also uses
-    b1^(t+1), and the schedule 0.99^(t-1) is powered the same way.
-    """
-    b1, b2 = config.kwargs.get("b1", 0.9), config.kwargs.get("b2", 0.999)
-    amplification = 1.0
-    for b, s in ((b1, t), (b1, t + 1), (b2, t)):
-        amplification += b**s / (1 - b**s)
-    return (t + 1) * U32 * amplification
-
-
 @pytest.mark.parametrize("config", CONFIGS, ids=_ids)
 @examples(6)
 @given(problem=problems())
 def test_jit_matches_eager(config, problem):
     """Each step, from the same inputs, compiled and eager agree to float32 rounding.
 
-    They are not bitwise equal, for two reasons, both measured: (1) under jit XLA
-    fuses b1·m + (1-b1)·g into a fused multiply-add, one rounding fewer, which moves
-    the result by an ulp of the larger addend, not of the (possibly cancelled) sum;
-    (2) the bias corrections' powers (see ``_pow_rounding``). So each leaf is judged
-    against the uncancelled magnitude of its computation, which is what the same
-    transform returns for |g|, |state| and |params| (every formula is a sum of
-    nonnegative multiples of m and g, over a denominator that ignores signs):
-        |eager - jit| <= (8 u + pow rounding) · magnitude + 1 ulp(leaf dtype).
+    They are not bitwise equal: under jit XLA fuses b1·m + (1-b1)·g into a fused
+    multiply-add, one rounding fewer, which moves the result by an ulp of the larger
+    addend, not of the (possibly cancelled) sum. So each leaf is judged against the
+    uncancelled magnitude of its computation, which is what the same transform
+    returns for |g|, |state| and |params| (every formula is a sum of nonnegative
+    multiples of m and g, over a denominator that ignores signs):
+        |eager - jit| <= 8 u · magnitude + 1 ulp(leaf dtype).
+    (The bias corrections' powers b^t agree: the step count is a float exponent,
+    so eager and jit both take lax.pow. An integer one took lax.integer_pow
+    eagerly, which differed by up to t·u and recompiled at every step.)
     States are fed from the eager run to both, so a one-ulp difference in a
     bfloat16 moment is not carried on and amplified.
     """
@@ -229,7 +215,7 @@ def test_jit_matches_eager(config, problem):
             jax.tree.map(jnp.abs, g), jax.tree.map(jnp.abs, state), jax.tree.map(jnp.abs, params)
         )
         assert jax.tree.structure(got_state) == jax.tree.structure(new_state)
-        rel = 8 * U32 + _pow_rounding(config, t)
+        rel = 8 * U32
         for (path, want), got, scale in zip(
             _leaves_with_paths((updates, new_state)),
             jax.tree.leaves((got_updates, got_state)),
@@ -280,7 +266,11 @@ def test_dtypes_and_structure_preserved(config, problem):
     ):
         assert mu.shape == nu.shape == p.shape
         assert mu.dtype == (p.dtype if mu_dtype is None else mu_dtype)
-        assert nu.dtype == (p.dtype if nu_dtype is None else nu_dtype)
+        # Squared float16 gradients underflow float16, so Adam's nu is float32 by
+        # default; AdaMax's nu holds |g| and keeps the params' dtype.
+        widen = p.dtype == jnp.float16 and not config.alias.startswith("adamax")
+        default_nu = jnp.float32 if widen else p.dtype
+        assert nu.dtype == (default_nu if nu_dtype is None else nu_dtype)
     if isinstance(adam_state, optax.ScaleByAmsgradState):
         assert jax.tree.structure(adam_state.nu_max) == jax.tree.structure(adam_state.nu)
         for nu, nu_max in zip(
