@@ -19,6 +19,9 @@ Contenders
                 ``p' = p + g`` (read p, g; write p), ``m' = -m``, ``v' = -v``
                 => 16 B read + 12 B written = 28 B/param, whether or not XLA
                 fuses the three passes (they share no operand).
+    floor       the same donated call returning its inputs untouched: 0 B moved.
+                What is left is the cost of passing the tree's buffers in and
+                out of a jitted call, which no per-leaf state layout can beat.
 
 JAX modes
     update      ``jax.jit(tx.update)(g, s, p)``, no donation, state fed back.
@@ -65,7 +68,7 @@ SLOW_COMPILE_S = 10.0  # compiles slower than this are flagged even without an X
 XLA_SLOW_COMPILE_MARKERS = ("very slow compile", "slow compile", "slow operation")
 MB = 1e6
 
-CONTENDERS = ("adam_optax", "optax", "torch", "roofline")
+CONTENDERS = ("adam_optax", "optax", "torch", "roofline", "floor")
 JAX_OPTIMIZERS = ("adam_optax", "optax")
 MODES = ("update", "train")
 
@@ -264,6 +267,17 @@ def roofline_step(params: PyTree, mu: PyTree, nu: PyTree, grads: PyTree) -> tupl
         jax.tree.map(jnp.negative, mu),
         jax.tree.map(jnp.negative, nu),
     )
+
+
+def floor_step(params: PyTree, mu: PyTree, nu: PyTree, grads: PyTree) -> tuple[PyTree, ...]:
+    """The roofline's donated call with nothing to do: every buffer passes through.
+
+    Its time is the per-call cost of the tree's buffers (the donated ones come
+    back aliased), so on trees of many small leaves it bounds from below any
+    optimizer that keeps one state buffer per leaf, as optax's layout does.
+    """
+    del grads
+    return params, mu, nu
 
 
 def copy_step(x: jax.Array) -> jax.Array:
@@ -536,7 +550,7 @@ class Measurement:
     step_s: list[float]
     median_ms: float
     iqr_pct: float  # (p75 - p25) / median, in percent
-    gbps: float  # ADAM_BYTES_PER_PARAM * n_params / median step time
+    gbps: float | None  # ADAM_BYTES_PER_PARAM * n_params / median step time; None for floor
     pct_copy_bw: float | None
     vs_optax: float | None  # same mode (torch and roofline: vs optax train)
     vs_torch: float | None
@@ -723,19 +737,15 @@ def build_runners(data: CaseData, cfg: Config, setup: Setup) -> list[Runner]:
                 )
     if "torch" in cfg.contenders and setup.torch_device is not None:
         runners.append(TorchRunner(data, setup.torch_device))
-    if "roofline" in cfg.contenders:
+    for name, mode, fn in (("roofline", "28B", roofline_step), ("floor", "0B", floor_step)):
+        if name not in cfg.contenders:
+            continue
         params = to_pytree(case, data.params)
         mu = jax.tree.map(jnp.zeros_like, params)
         nu = jax.tree.map(jnp.ones_like, params)
         runners.append(
             JaxRunner(
-                "roofline",
-                "28B",
-                roofline_step,
-                (params, mu, nu),
-                (grads,),
-                next_carry=tuple,
-                donate=(0, 1, 2),
+                name, mode, fn, (params, mu, nu), (grads,), next_carry=tuple, donate=(0, 1, 2)
             )
         )
     return runners
@@ -804,7 +814,7 @@ def measure_case(
         ref_mode = r.mode if r.contender in JAX_OPTIMIZERS else "train"
         optax_t = by_key.get(("optax", ref_mode))
         median = statistics.median(t)
-        gbps = ADAM_BYTES_PER_PARAM * case.n_params / median / 1e9
+        gbps = ADAM_BYTES_PER_PARAM * case.n_params / median / 1e9 if r.mode != "0B" else None
         note = r.note
         factory = setup.optimizers.get(r.contender)
         if factory is not None and factory.note.startswith("STAND-IN"):
@@ -831,7 +841,7 @@ def measure_case(
                 median_ms=median * 1e3,
                 iqr_pct=100 * (quantile(t, 0.75) - quantile(t, 0.25)) / median,
                 gbps=gbps,
-                pct_copy_bw=100 * gbps / copy_bw.gbps if copy_bw else None,
+                pct_copy_bw=100 * gbps / copy_bw.gbps if copy_bw and gbps else None,
                 vs_optax=paired_ratio(t, optax_t) if optax_t else None,
                 vs_torch=paired_ratio(t, torch_t) if torch_t else None,
                 vs_roofline=paired_ratio(t, roof_t) if roof_t else None,
@@ -1023,7 +1033,9 @@ Step time = median over interleaved rounds of (wall time of k steps incl. `block
 Ratios are medians of per-round paired ratios (lower is faster). `×optax` compares with optax.adam
 in the same mode (torch and roofline: vs optax train step). **Roofline** = one jitted, fully donated
 function moving exactly an ideal Adam step's bytes with trivial math, per leaf `p+g`, `-m`, `-v`
-(28 B/param: read p,g,m,v + write p,m,v). GB/s = 28 B × params / step time for every row.
+(28 B/param: read p,g,m,v + write p,m,v). **Floor** = the same donated call returning its
+inputs untouched (0 B): the per-call cost of the tree's buffers, which bounds any optimizer that
+keeps one state buffer per leaf. GB/s = 28 B × params / step time for every row but the floor.
 `%copy` = GB/s / measured copy bandwidth. Compile = `jit(f).lower(...)` + `.compile()` seconds;
 host MB = process RSS growth across lower + compile (after `malloc_trim`): host memory the
 compiled step keeps.
@@ -1054,7 +1066,7 @@ def results_table(rows: Sequence[Measurement]) -> str:
                     fmt_ratio(m.vs_optax),
                     fmt_ratio(m.vs_torch),
                     fmt_ratio(m.vs_roofline),
-                    f"{m.gbps:.1f}",
+                    fmt(m.gbps, ".1f"),
                     fmt(m.pct_copy_bw, ".0f", "%"),
                     fmt(m.compile.total_s if m.compile else None),
                     fmt(m.compile.host_mb if m.compile else None, ".0f"),
@@ -1147,6 +1159,7 @@ def plot_results(rows: Sequence[Measurement], path: Path, title: str) -> None:
         "optax": "tab:orange",
         "torch": "tab:green",
         "roofline": "tab:gray",
+        "floor": "tab:brown",
     }
     style = {
         m.label: (palette.get(m.contender, "tab:purple"), "//" if m.mode == "update" else "")
