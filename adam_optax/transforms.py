@@ -147,7 +147,7 @@ def _init_moments(params: Any, mu_dtype: Any, nu_dtype: Any, *, squares: bool = 
     """Zero moments: mu in mu_dtype (complex for complex params), nu real.
 
     With ``squares`` (nu holds |g|², not AdaMax's |g|), nu defaults to float32
-    for float16 params: (1-b2)·g² underflows float16 already for |g| < 2e-4,
+    for float16 params: (1-b2)·g² rounds to 0 in float16 for |g| < 5.5e-3,
     and a later zero gradient would then divide m̂ by eps alone.
     """
     checks.inexact_params(params)

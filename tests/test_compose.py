@@ -137,8 +137,8 @@ def test_bfloat16_params_under_inject_hyperparams():
 
 
 def test_float16_params_follow_the_float64_reference():
-    """Small float16 gradients, then zeros. (1 - b2) g² underflows float16 below
-    |g| = 7e-3, so nu defaults to float32 and the step is computed in float32. With
+    """Small float16 gradients, then zeros. (1 - b2) g² rounds to 0 in float16 below
+    |g| = 5.5e-3, so nu defaults to float32 and the step is computed in float32. With
     a float16 nu the second update here was m̂/eps = -inf. (The gradients keep
     m = (1 - b1) g above float16's subnormals, whose rounding would dominate.)"""
     params = {"w": jnp.ones(3, jnp.float16)}
