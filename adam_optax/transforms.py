@@ -242,7 +242,7 @@ def _scalars(
     one = jnp.ones_like(b2)
     # A float exponent: an integer one that is concrete (eager) makes jnp.power
     # compile an integer_pow for every new step.
-    t = jnp.asarray(count).astype(b2.dtype)
+    t = count.astype(b2.dtype)
     bc1 = 1 - b1**t
     inv_bc2 = 1 / (1 - b2**t)
     if not correct_mu:

@@ -814,7 +814,9 @@ def measure_case(
         ref_mode = r.mode if r.contender in JAX_OPTIMIZERS else "train"
         optax_t = by_key.get(("optax", ref_mode))
         median = statistics.median(t)
-        gbps = ADAM_BYTES_PER_PARAM * case.n_params / median / 1e9 if r.mode != "0B" else None
+        gbps = (
+            ADAM_BYTES_PER_PARAM * case.n_params / median / 1e9 if r.contender != "floor" else None
+        )
         note = r.note
         factory = setup.optimizers.get(r.contender)
         if factory is not None and factory.note.startswith("STAND-IN"):
