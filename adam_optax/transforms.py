@@ -70,10 +70,13 @@ def _increment(count: jax.Array) -> jax.Array:
     return count + (count < _INT32_MAX).astype(count.dtype)
 
 
-def _adam_leaf(g, mu, nu, nu_max, scalars: Callable[[Any], _Scalars]):
+# The leaf steps are jitted so that a tree traces and lowers them once per
+# leaf shape and dtype, not once per leaf. XLA inlines the calls, so the
+# compiled step is the same; eager ``update`` makes one dispatch per leaf.
+@jax.jit
+def _adam_leaf(g, mu, nu, nu_max, k: _Scalars):
     """One Adam step for one leaf. Returns (update, mu, nu, nu_max)."""
     dtype = _compute_dtype(g.dtype, mu.dtype)
-    k = scalars(_real(dtype))
     g32 = g.astype(dtype)
     mu_new = k.b1 * mu.astype(dtype) + k.one_minus_b1 * g32
     nu_new = k.b2 * nu.astype(_real(dtype)) + k.one_minus_b2 * jnp.real(g32 * jnp.conj(g32))
@@ -88,10 +91,10 @@ def _adam_leaf(g, mu, nu, nu_max, scalars: Callable[[Any], _Scalars]):
     return update.astype(g.dtype), mu_new.astype(mu.dtype), nu_new.astype(nu.dtype), nu_max
 
 
-def _adamax_leaf(g, mu, nu, scalars: Callable[[Any], _Scalars]):
+@jax.jit
+def _adamax_leaf(g, mu, nu, k: _Scalars):
     """One AdaMax step for one leaf (Kingma & Ba §7.1). Returns (update, mu, nu)."""
     dtype = _compute_dtype(g.dtype, mu.dtype)
-    k = scalars(_real(dtype))
     g32 = g.astype(dtype)
     mu_new = k.b1 * mu.astype(dtype) + k.one_minus_b1 * g32
     nu_new = jnp.maximum(jnp.abs(g32) + k.eps, k.b2 * nu.astype(_real(dtype)))
@@ -214,7 +217,7 @@ def _adam_family(
         )
         nu_max = getattr(state, "nu_max", None)
         updates, mu, nu, nu_max = _map_leaves(
-            lambda g, m, v, vmax: _adam_leaf(g, m, v, vmax, scalars),
+            lambda g, m, v, vmax: _adam_leaf(g, m, v, vmax, scalars(g, m)),
             4,
             updates,
             state.mu,
@@ -230,11 +233,11 @@ def _adam_family(
 
 def _scalars(
     count, b1, b2, eps, eps_root, nesterov, max_convention, eps_hat, correct_mu
-) -> Callable[[Any], _Scalars]:
+) -> Callable[[Any, Any], _Scalars]:
     """The per-step scalars of ``_adam_leaf`` for step ``count`` (>= 1).
 
-    Returns a function of the leaves' compute dtype, so that each dtype's
-    scalars are cast once per step, not once per leaf.
+    Returns a function of a leaf's gradient and first moment that gives the
+    scalars in that leaf's compute dtype, cast once per dtype and step.
     """
     # 1 - b2 first, in the caller's precision: 1 - float32(0.999) is off by 1.3e-5.
     one_minus_b1, one_minus_b2 = _float(1 - b1), _float(1 - b2)
@@ -262,7 +265,8 @@ def _scalars(
     scalars = _Scalars(
         b1, b2, one_minus_b1, one_minus_b2, mu_scale, g_scale, nu_max_scale, nu_scale, eps, eps_root
     )
-    return functools.cache(lambda dtype: jax.tree.map(lambda s: s.astype(dtype), scalars))
+    cast = functools.cache(lambda dtype: jax.tree.map(lambda s: s.astype(dtype), scalars))
+    return lambda g, mu: cast(_real(_compute_dtype(g.dtype, mu.dtype)))
 
 
 def scale_by_adam(
@@ -405,7 +409,7 @@ def scale_by_adamax(
         count = _increment(state.count)
         scalars = _scalars(count, b1, b2, eps, 0.0, False, None, False, True)
         updates, mu, nu = _map_leaves(
-            lambda g, m, v: _adamax_leaf(g, m, v, scalars), 3, updates, state.mu, state.nu
+            lambda g, m, v: _adamax_leaf(g, m, v, scalars(g, m)), 3, updates, state.mu, state.nu
         )
         return updates, ScaleByAdamState(count=count, mu=mu, nu=nu)
 

@@ -177,6 +177,21 @@ def test_eager_steps_compile_nothing_new():
     assert not compiles
 
 
+@pytest.mark.parametrize(
+    "tx",
+    [adam_optax.scale_by_adam(amsgrad=True, nesterov=True), adam_optax.scale_by_adamax()],
+    ids=["adam", "adamax"],
+)
+def test_leaves_of_one_shape_share_one_traced_step(tx):
+    """A tree traces the leaf math once per shape and dtype, so tracing and
+    lowering a model of many leaves stays cheap (benchmarks/ measures it)."""
+    params = {f"w{i}": jnp.ones(3) for i in range(20)}
+    jaxpr = jax.make_jaxpr(tx.update)(params, tx.init(params))
+    calls = [e.params["jaxpr"] for e in jaxpr.eqns if e.primitive.name in ("jit", "pjit")]
+    assert len(calls) == 20
+    assert len({id(c) for c in calls}) == 1
+
+
 def test_map_params_tree_get_and_set():
     tx = adam_optax.adam(1e-2)
     params = _params()
