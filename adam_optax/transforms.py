@@ -117,15 +117,16 @@ def _map_leaves(fn, n_out: int, *trees):
 
 
 def _zeros_like(param: Any, dtype: Any) -> jax.Array:
-    """Zeros with the param's shape and, where it is pinned to one, its sharding.
+    """Zeros with the param's shape and, where it has one, its sharding.
 
-    ``param`` may be an array, a ``jax.ShapeDtypeStruct`` or a tracer. Arrays
-    not committed to a device keep the zeros uncommitted too, so that a jitted
-    step returns what it was given and is not compiled a second time.
+    ``param`` may be an array, a ``jax.ShapeDtypeStruct`` or a tracer. A tracer
+    carries its sharding when the mesh axes are explicit. Arrays not committed
+    to a device keep the zeros uncommitted too, so that a jitted step returns
+    what it was given and is not compiled a second time.
     """
-    sharding = getattr(param, "sharding", None)
-    if isinstance(param, jax.core.Tracer) or not getattr(param, "committed", True):
-        sharding = None
+    if isinstance(param, jax.core.Tracer):
+        return jnp.zeros_like(param, dtype)
+    sharding = getattr(param, "sharding", None) if getattr(param, "committed", True) else None
     return jnp.zeros(jnp.shape(param), dtype, device=sharding)
 
 

@@ -83,3 +83,21 @@ def test_init_accepts_shape_dtype_structs():
         assert not np.any(np.asarray(state.nu[k]))
     shapes = jax.eval_shape(tx.init, abstract)[0]
     assert shapes.mu["w"].shape == (8, 6) and shapes.nu["w"].dtype == jnp.float32
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: adam_optax.adam(1e-2, amsgrad=True), lambda: adam_optax.adamax(1e-2)]
+)
+def test_jitted_init_keeps_explicit_sharding(make):
+    """With explicit mesh axes (``jax.make_mesh``'s default), a jitted init
+    shards the moments like their params, as optax's does."""
+    tx = make()
+    mesh = jax.make_mesh(
+        (4, 2), ("data", "model"), axis_types=(jax.sharding.AxisType.Explicit,) * 2
+    )
+    with jax.set_mesh(mesh):
+        params = _sharded_params(mesh)
+        state = jax.jit(tx.init)(params)
+    for tree in _moments(state).values():
+        for k, leaf in tree.items():
+            assert leaf.sharding.is_equivalent_to(params[k].sharding, leaf.ndim), k
