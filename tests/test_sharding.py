@@ -90,7 +90,7 @@ def test_init_accepts_shape_dtype_structs():
 )
 def test_jitted_init_keeps_explicit_sharding(make):
     """With explicit mesh axes (``jax.make_mesh``'s default), a jitted init
-    shards the moments like their params, as optax's does."""
+    shards the moments like their params, as optax's does, and a step keeps it."""
     tx = make()
     mesh = jax.make_mesh(
         (4, 2), ("data", "model"), axis_types=(jax.sharding.AxisType.Explicit,) * 2
@@ -98,6 +98,7 @@ def test_jitted_init_keeps_explicit_sharding(make):
     with jax.set_mesh(mesh):
         params = _sharded_params(mesh)
         state = jax.jit(tx.init)(params)
-    for tree in _moments(state).values():
+        updates, state = jax.jit(tx.update)(params, state)
+    for tree in [updates, *_moments(state).values()]:
         for k, leaf in tree.items():
             assert leaf.sharding.is_equivalent_to(params[k].sharding, leaf.ndim), k
