@@ -16,8 +16,6 @@ back in the gradient's dtype.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -77,6 +75,7 @@ def _increment(count: jax.Array) -> jax.Array:
 def _adam_leaf(g, mu, nu, nu_max, k: _Scalars):
     """One Adam step for one leaf. Returns (update, mu, nu, nu_max)."""
     dtype = _compute_dtype(g.dtype, mu.dtype)
+    k = jax.tree.map(lambda s: s.astype(_real(dtype)), k)
     g32 = g.astype(dtype)
     mu_new = k.b1 * mu.astype(dtype) + k.one_minus_b1 * g32
     nu_new = k.b2 * nu.astype(_real(dtype)) + k.one_minus_b2 * jnp.real(g32 * jnp.conj(g32))
@@ -95,6 +94,7 @@ def _adam_leaf(g, mu, nu, nu_max, k: _Scalars):
 def _adamax_leaf(g, mu, nu, k: _Scalars):
     """One AdaMax step for one leaf (Kingma & Ba §7.1). Returns (update, mu, nu)."""
     dtype = _compute_dtype(g.dtype, mu.dtype)
+    k = jax.tree.map(lambda s: s.astype(_real(dtype)), k)
     g32 = g.astype(dtype)
     mu_new = k.b1 * mu.astype(dtype) + k.one_minus_b1 * g32
     nu_new = jnp.maximum(jnp.abs(g32) + k.eps, k.b2 * nu.astype(_real(dtype)))
@@ -213,12 +213,10 @@ def _adam_family(
         del params
         checks.updates_match(updates, state.mu)
         count = _increment(state.count)
-        scalars = _scalars(
-            count, b1, b2, eps, eps_root, nesterov, max_convention, eps_hat, correct_mu
-        )
+        k = _scalars(count, b1, b2, eps, eps_root, nesterov, max_convention, eps_hat, correct_mu)
         nu_max = getattr(state, "nu_max", None)
         updates, mu, nu, nu_max = _map_leaves(
-            lambda g, m, v, vmax: _adam_leaf(g, m, v, vmax, scalars(g, m)),
+            lambda g, m, v, vmax: _adam_leaf(g, m, v, vmax, k),
             4,
             updates,
             state.mu,
@@ -234,12 +232,8 @@ def _adam_family(
 
 def _scalars(
     count, b1, b2, eps, eps_root, nesterov, max_convention, eps_hat, correct_mu
-) -> Callable[[Any, Any], _Scalars]:
-    """The per-step scalars of ``_adam_leaf`` for step ``count`` (>= 1).
-
-    Returns a function of a leaf's gradient and first moment that gives the
-    scalars in that leaf's compute dtype, cast once per dtype and step.
-    """
+) -> _Scalars:
+    """The per-step scalars of ``_adam_leaf`` for step ``count`` (>= 1)."""
     # 1 - b2 first, in the caller's precision: 1 - float32(0.999) is off by 1.3e-5.
     one_minus_b1, one_minus_b2 = _float(1 - b1), _float(1 - b2)
     b1, b2, eps, eps_root = map(_float, (b1, b2, eps, eps_root))
@@ -263,11 +257,9 @@ def _scalars(
     }[max_convention]
     if eps_hat:
         eps = eps * jnp.sqrt(inv_bc2)
-    scalars = _Scalars(
+    return _Scalars(
         b1, b2, one_minus_b1, one_minus_b2, mu_scale, g_scale, nu_max_scale, nu_scale, eps, eps_root
     )
-    cast = functools.cache(lambda dtype: jax.tree.map(lambda s: s.astype(dtype), scalars))
-    return lambda g, mu: cast(_real(_compute_dtype(g.dtype, mu.dtype)))
 
 
 def scale_by_adam(
@@ -408,9 +400,9 @@ def scale_by_adamax(
         del params
         checks.updates_match(updates, state.mu)
         count = _increment(state.count)
-        scalars = _scalars(count, b1, b2, eps, 0.0, False, None, False, True)
+        k = _scalars(count, b1, b2, eps, 0.0, False, None, False, True)
         updates, mu, nu = _map_leaves(
-            lambda g, m, v: _adamax_leaf(g, m, v, scalars(g, m)), 3, updates, state.mu, state.nu
+            lambda g, m, v: _adamax_leaf(g, m, v, k), 3, updates, state.mu, state.nu
         )
         return updates, ScaleByAdamState(count=count, mu=mu, nu=nu)
 
