@@ -149,14 +149,14 @@ def _lr(config: Config, t: int) -> float:
     return float(lr(t - 1)) if callable(lr) else float(lr)
 
 
-def _run(update, tx, problem, params=None):
-    """(updates, state before, state after, params before) for each step."""
+def _run(tx, problem):
+    """(updates, state before, state after, params before) for each eager step."""
     note(f"ADAM_OPTAX_SEED={SEED}")
-    params = problem.params if params is None else params
+    params = problem.params
     state = tx.init(params)
     steps = []
     for g in problem.grads:
-        updates, new_state = update(g, state, params)
+        updates, new_state = tx.update(g, state, params)
         steps.append((updates, state, new_state, params))
         params = optax.apply_updates(params, updates)
         state = new_state
@@ -208,7 +208,7 @@ def test_jit_matches_eager(config, problem):
     """
     tx = make(config)
     compiled = jax.jit(tx.update)
-    for t, (updates, state, new_state, params) in enumerate(_run(tx.update, tx, problem), 1):
+    for t, (updates, state, new_state, params) in enumerate(_run(tx, problem), 1):
         g = problem.grads[t - 1]
         got_updates, got_state = compiled(g, state, params)
         magnitude = tx.update(
@@ -279,7 +279,7 @@ def test_dtypes_and_structure_preserved(config, problem):
             assert nu_max.dtype == nu.dtype and nu_max.shape == nu.shape
 
     init_leaves = jax.tree.leaves(init)
-    for t, (updates, _, state, _) in enumerate(_run(tx.update, tx, problem), 1):
+    for t, (updates, _, state, _) in enumerate(_run(tx, problem), 1):
         assert jax.tree.structure(updates) == jax.tree.structure(problem.params)
         grads = jax.tree.leaves(problem.grads[t - 1])
         for u, g in zip(jax.tree.leaves(updates), grads, strict=True):
@@ -321,9 +321,7 @@ def test_power_of_two_scale_gives_identical_updates(config, problem, k):
     tx = _without_eps(config)
     c = 2.0**k
     scaled = problem._replace(grads=[jax.tree.map(lambda g: g * c, g) for g in problem.grads])
-    for (got, *_), (want, *_) in zip(
-        _run(tx.update, tx, scaled), _run(tx.update, tx, problem), strict=True
-    ):
+    for (got, *_), (want, *_) in zip(_run(tx, scaled), _run(tx, problem), strict=True):
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             assert a.dtype == b.dtype
             np.testing.assert_array_equal(_f64(a), _f64(b))
@@ -348,7 +346,7 @@ def test_any_scale_gives_the_same_updates(config, problem, log_c):
     absolute = problem._replace(grads=[jax.tree.map(jnp.abs, g) for g in problem.grads])
     state_dtypes = {x.dtype for x in jax.tree.leaves(tx.init(problem.params))}
     u = max(_unit_roundoff(d) for d in state_dtypes if jnp.issubdtype(d, jnp.floating))
-    runs = [_run(tx.update, tx, p) for p in (scaled, problem, absolute)]
+    runs = [_run(tx, p) for p in (scaled, problem, absolute)]
     for t, ((got, *_), (want, *_), (magnitude, *_)) in enumerate(zip(*runs, strict=True), 1):
         for a, b, m in zip(
             jax.tree.leaves(got), jax.tree.leaves(want), jax.tree.leaves(magnitude), strict=True
@@ -467,7 +465,7 @@ def test_step_is_bounded(config, problem):
     """
     tx = _without_eps(config)
     f, wd = _formula(config), _weight_decay(config)
-    for t, (updates, _, _, params) in enumerate(_run(tx.update, tx, problem), 1):
+    for t, (updates, _, _, params) in enumerate(_run(tx, problem), 1):
         lr = _lr(config, t)
         for u, theta in zip(jax.tree.leaves(updates), jax.tree.leaves(params), strict=True):
             adam_part = _f64(u) + lr * wd * _f64(theta)
