@@ -65,7 +65,7 @@ LEARNING_RATE = 1e-3
 ADAM_BYTES_PER_PARAM = 28  # read p, g, m, v (16 B) + write p, m, v (12 B), float32
 COPY_BYTES_PER_ELEM = 8  # in-place negation: read 4 B + write 4 B
 SLOW_COMPILE_S = 10.0  # compiles slower than this are flagged even without an XLA warning
-XLA_SLOW_COMPILE_MARKERS = ("very slow compile", "slow compile", "slow operation")
+XLA_SLOW_COMPILE_MARKERS = ("slow compile", "slow operation")
 MB = 1e6
 
 CONTENDERS = ("adam_optax", "optax", "torch", "roofline", "floor")
@@ -106,10 +106,10 @@ def flat_case(n: int) -> Case:
     return Case(f"flat_{tag}", f"one f32 vector of {n:,}", (("x", (n,)),), flat=True)
 
 
-def tree_case(n_leaves: int, leaf_size: int = 1000) -> Case:
-    """A dict of ``n_leaves`` float32 vectors of ``leaf_size`` elements each."""
-    leaves = tuple((f"w{i:05d}", (leaf_size,)) for i in range(n_leaves))
-    return Case(f"tree_{n_leaves}x1k", f"dict of {n_leaves:,} leaves x {leaf_size:,}", leaves)
+def tree_case(n_leaves: int) -> Case:
+    """A dict of ``n_leaves`` float32 vectors of 1,000 elements each."""
+    leaves = tuple((f"w{i:05d}", (1000,)) for i in range(n_leaves))
+    return Case(f"tree_{n_leaves}x1k", f"dict of {n_leaves:,} leaves x 1,000", leaves)
 
 
 def gpt2_mini_case(
@@ -209,7 +209,6 @@ def tree_bytes(tree: PyTree) -> int:
 class OptimizerFactory:
     """How to build one JAX contender's GradientTransformation."""
 
-    name: str
     make: Callable[[], optax.GradientTransformation]
     note: str = ""
 
@@ -222,17 +221,15 @@ def load_adam_optax() -> OptimizerFactory:
     except Exception as exc:  # any import problem means "not available"
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
         note = f"STAND-IN: adam_optax not importable ({reason}); optax.adam measured instead"
-        return OptimizerFactory("adam_optax", lambda: optax.adam(LEARNING_RATE), note)
+        return OptimizerFactory(lambda: optax.adam(LEARNING_RATE), note)
     version = getattr(module, "__version__", "?")
     where = getattr(module, "__file__", "?")
-    return OptimizerFactory(
-        "adam_optax", lambda: adam(LEARNING_RATE), f"adam_optax {version} from {where}"
-    )
+    return OptimizerFactory(lambda: adam(LEARNING_RATE), f"adam_optax {version} from {where}")
 
 
 def optax_factory() -> OptimizerFactory:
     note = f"optax {optax.__version__}"
-    return OptimizerFactory("optax", lambda: optax.adam(LEARNING_RATE), note)
+    return OptimizerFactory(lambda: optax.adam(LEARNING_RATE), note)
 
 
 def make_update_fn(tx: optax.GradientTransformation) -> Callable[..., Any]:
@@ -389,7 +386,7 @@ class JaxRunner:
     ) -> None:
         self.contender, self.mode, self.note, self.tx = contender, mode, note, tx
         self.carry, self.const, self.next_carry = carry, const, next_carry
-        self.donate, self.state_bytes = donate, state_bytes
+        self.state_bytes = state_bytes
         self.jitted = jax.jit(fn, donate_argnums=donate)
         self.compile_info: CompileInfo | None = None
         self.memory: MemoryInfo | None = None
@@ -687,8 +684,33 @@ class Setup:
 
     optimizers: dict[str, OptimizerFactory]
     torch_device: str | None  # None: torch not measured
-    torch_note: str
-    env: Environment
+
+
+def optimizer_runner(
+    name: str,
+    factory: OptimizerFactory,
+    data: CaseData,
+    grads: PyTree,
+    mode: str,
+    donate: tuple[int, ...] = (0, 1),
+) -> JaxRunner:
+    """A JAX optimizer's runner on fresh params and state: ``update`` (no donation)
+    or any other mode, which is the train step donating ``donate``."""
+    tx = factory.make()
+    params = to_pytree(data.case, data.params)
+    state = tx.init(params)
+    common = {
+        "state_bytes": tree_bytes(state),
+        "note": "stand-in = optax.adam" if factory.note.startswith("STAND-IN") else "",
+        "tx": tx,
+    }
+    if mode == "update":  # the updates are dropped and the state is fed back
+        update = make_update_fn(tx)
+        return JaxRunner(
+            name, mode, update, (state,), (grads, params), lambda out: (out[1],), **common
+        )
+    train = make_train_step(tx)
+    return JaxRunner(name, mode, train, (params, state), (grads,), tuple, donate=donate, **common)
 
 
 def build_runners(data: CaseData, cfg: Config, setup: Setup) -> list[Runner]:
@@ -700,41 +722,10 @@ def build_runners(data: CaseData, cfg: Config, setup: Setup) -> list[Runner]:
     for name in JAX_OPTIMIZERS:
         if name not in cfg.contenders:
             continue
-        factory = setup.optimizers[name]
         for mode in cfg.modes:
             if mode == "update" and slow_skip:
                 continue
-            tx = factory.make()
-            params = to_pytree(case, data.params)
-            state = tx.init(params)
-            state_bytes = tree_bytes(state)
-            if mode == "update":
-                runners.append(
-                    JaxRunner(
-                        name,
-                        mode,
-                        make_update_fn(tx),
-                        (state,),
-                        (grads, params),
-                        next_carry=lambda out: (out[1],),
-                        state_bytes=state_bytes,
-                        tx=tx,
-                    )
-                )
-            else:
-                runners.append(
-                    JaxRunner(
-                        name,
-                        mode,
-                        make_train_step(tx),
-                        (params, state),
-                        (grads,),
-                        next_carry=tuple,
-                        donate=(0, 1),
-                        state_bytes=state_bytes,
-                        tx=tx,
-                    )
-                )
+            runners.append(optimizer_runner(name, setup.optimizers[name], data, grads, mode))
     if "torch" in cfg.contenders and setup.torch_device is not None:
         runners.append(TorchRunner(data, setup.torch_device))
     for name, mode, fn in (("roofline", "28B", roofline_step), ("floor", "0B", floor_step)):
@@ -818,15 +809,10 @@ def measure_case(
             ADAM_BYTES_PER_PARAM * case.n_params / median / 1e9 if r.contender != "floor" else None
         )
         note = r.note
-        factory = setup.optimizers.get(r.contender)
-        if factory is not None and factory.note.startswith("STAND-IN"):
-            note = (note + "; " if note else "") + "stand-in = optax.adam"
         if r.contender in diffs and r.mode == "train":
             d = diffs[r.contender]
             flag = " MISMATCH" if d > 1e-2 else ""
             note = (note + "; " if note else "") + f"max|dp| vs optax {d:.1e} lr{flag}"
-        if isinstance(r, TorchRunner) and setup.torch_note:
-            note = (note + "; " if note else "") + setup.torch_note
         if r.compile_info and r.compile_info.slow_compile_flag:
             why = "XLA warning" if r.compile_info.xla_slow_warning else f">{SLOW_COMPILE_S:.0f} s"
             note = (note + "; " if note else "") + f"slow compile ({why})"
@@ -880,47 +866,24 @@ def measure_donation(case: Case, cfg: Config, setup: Setup) -> list[DonationMeas
         if name not in cfg.contenders:
             continue
         for label, donate in variants:
-            tx = setup.optimizers[name].make()
-            params = to_pytree(case, data.params)
-            state = tx.init(params)
-            r = JaxRunner(
-                name,
-                label,
-                make_train_step(tx),
-                (params, state),
-                (grads,),
-                next_carry=tuple,
-                donate=donate,
-                tx=tx,
-            )
+            r = optimizer_runner(name, setup.optimizers[name], data, grads, label, donate)
             r.compile()
             runners.append(r)
     steps = [calibrate_steps(r, cfg.round_target_s) for r in runners]
     times = interleaved_rounds(runners, steps, cfg.rounds)
+    full = {r.contender: t for r, t in zip(runners, times, strict=True) if r.mode == "params+state"}
     out = []
     for r, t in zip(runners, times, strict=True):
-        full = next(
-            tt
-            for rr, tt in zip(runners, times, strict=True)
-            if rr.contender == r.contender and rr.mode == "params+state"
-        )
-        note = (
-            "stand-in = optax.adam"
-            if setup.optimizers[r.contender].note.startswith("STAND-IN")
-            else ""
-        )
-        if "DONATION NOT USED" in r.note:
-            note = (note + "; " if note else "") + "DONATION NOT USED"
         out.append(
             DonationMeasurement(
                 case=case.name,
                 contender=r.contender,
                 donated=r.mode,
                 median_ms=statistics.median(t) * 1e3,
-                vs_fully_donated=paired_ratio(t, full),
+                vs_fully_donated=paired_ratio(t, full[r.contender]),
                 total_mb=r.memory.total_bytes / MB if r.memory else None,
                 alias_mb=r.memory.alias_bytes / MB if r.memory else None,
-                note=note,
+                note=r.note,
             )
         )
     return out
@@ -942,7 +905,7 @@ def setup_torch(jax_platform: str, threads: int | None) -> tuple[str | None, str
 
 
 def describe_environment(
-    torch_device: str | None, torch_threads: int | None, torch_version: str, adam_note: str
+    torch_device: str, torch_threads: int | None, torch_version: str, adam_note: str
 ) -> Environment:
     dev = jax.devices()[0]
     import jaxlib
@@ -960,7 +923,7 @@ def describe_environment(
         jaxlib=getattr(jaxlib, "__version__", "?"),
         optax=optax.__version__,
         torch=torch_version,
-        torch_device=torch_device or "skipped",
+        torch_device=torch_device,
         torch_threads=torch_threads,
         adam_optax=adam_note,
         command=" ".join([Path(sys.executable).name, *sys.argv]),
@@ -1133,16 +1096,6 @@ def full_report(
             donation_table(donation),
         ]
     return "\n".join(parts) + "\n"
-
-
-def to_jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {k: to_jsonable(v) for k, v in dataclasses.asdict(obj).items()}
-    if isinstance(obj, dict):
-        return {k: to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [to_jsonable(v) for v in obj]
-    return obj
 
 
 def plot_results(rows: Sequence[Measurement], path: Path, title: str) -> None:
@@ -1326,8 +1279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch_device, torch_note, torch_threads, torch_version = setup_torch(
             jax_platform, cfg.torch_threads
         )
-    env = describe_environment(torch_device, torch_threads, torch_version, adam.note)
-    setup = Setup(optimizers, torch_device, torch_note if torch_device is None else "", env)
+    env = describe_environment(torch_device or torch_note, torch_threads, torch_version, adam.note)
+    setup = Setup(optimizers, torch_device)
     print(environment_markdown(env, None), file=sys.stderr, flush=True)
 
     copy_bw = measure_copy_bandwidth(cfg.copy_bw_elems, cfg.rounds, cfg.round_target_s)
@@ -1350,7 +1303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / "results.md").write_text(report)
     payload = {
-        "environment": to_jsonable(env),
+        "environment": env,
         "config": {
             "cases": [c.name for c in cfg.cases],
             "contenders": list(cfg.contenders),
@@ -1360,12 +1313,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "skip_slow_compile": cfg.skip_slow_compile,
             "adam_bytes_per_param": ADAM_BYTES_PER_PARAM,
         },
-        "copy_bandwidth": to_jsonable(copy_bw),
-        "measurements": to_jsonable(rows),
-        "donation": to_jsonable(donation),
+        "copy_bandwidth": copy_bw,
+        "measurements": rows,
+        "donation": donation,
         "wall_s": wall,
     }
-    (cfg.out / "results.json").write_text(json.dumps(payload, indent=1))
+    (cfg.out / "results.json").write_text(json.dumps(payload, indent=1, default=dataclasses.asdict))
     if cfg.plot and rows:
         title = f"Adam step on {env.device_kind} ({env.platform}), jax {env.jax}"
         plot_results(rows, cfg.out / "results.png", title)
