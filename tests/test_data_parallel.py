@@ -25,18 +25,21 @@ SUMMARY = re.compile(r"^test_accuracy=0\.\d{4} loss=\d+\.\d{4} steps=\d+ seconds
 
 def test_two_processes_train_as_one_does(tmp_path):
     losses = tmp_path / "losses.npy"
-    run = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--processes", "2",
-         "--devices-per-process", "2", "--steps", "4", "--batch-size", "64",
-         "--losses", str(losses), "--timeout", "100"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert SUMMARY.match(run.stdout.splitlines()[-1]), run.stdout
-    one_device = Mesh(np.array(jax.devices()[:1]), ("data",))
-    _, expected, _ = data_parallel.train(
-        common.load_data(), one_device, steps=4, batch_size=64, seed=0
-    )
+    options = "--processes 2 --devices-per-process 2 --steps 4 --batch-size 64 --timeout 100"
+    command = [sys.executable, str(EXAMPLE), *options.split(), "--losses", str(losses)]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as run:
+        one_device = Mesh(np.array(jax.devices()[:1]), ("data",))  # meanwhile, the reference
+        expected, _ = data_parallel.train(
+            common.load_data(), one_device, steps=4, batch_size=64, seed=0
+        )
+        try:
+            stdout, stderr = run.communicate(timeout=120)
+        finally:
+            run.kill()
+    assert run.returncode == 0, stderr[-2000:]
+    assert SUMMARY.match(stdout.splitlines()[-1]), stdout
     np.testing.assert_allclose(np.load(losses), expected, rtol=1e-5)
 
 
