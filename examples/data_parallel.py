@@ -51,11 +51,15 @@ def init_params(sizes: Sequence[int], seed: int) -> list[dict[str, np.ndarray]]:
     ]
 
 
-def loss_fn(params: list[dict[str, jax.Array]], x: jax.Array, y: jax.Array) -> jax.Array:
+def predict(params: list[dict[str, jax.Array]], x: jax.Array) -> jax.Array:
+    """The MLP's logits: dense layers with ReLU between them."""
     for layer in params[:-1]:
         x = jax.nn.relu(x @ layer["w"] + layer["b"])
-    logits = x @ params[-1]["w"] + params[-1]["b"]
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return x @ params[-1]["w"] + params[-1]["b"]
+
+
+def loss_fn(params: list[dict[str, jax.Array]], x: jax.Array, y: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(predict(params, x), y).mean()
 
 
 def global_array(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
@@ -97,15 +101,9 @@ def train(
         params, state, loss = step(params, state, x, y)
         losses.append(float(loss))  # a replicated scalar: every process can read it
 
-    @jax.jit
-    def accuracy(params, x, y):
-        hidden = x
-        for layer in params[:-1]:
-            hidden = jax.nn.relu(hidden @ layer["w"] + layer["b"])
-        return jnp.mean(jnp.argmax(hidden @ params[-1]["w"] + params[-1]["b"], -1) == y)
-
     x_test, y_test = (global_array(a, replicated) for a in (data.x_test, data.y_test))
-    return losses, float(accuracy(params, x_test, y_test))
+    accuracy = jax.jit(lambda params: jnp.mean(jnp.argmax(predict(params, x_test), -1) == y_test))
+    return losses, float(accuracy(params))
 
 
 def worker(args: argparse.Namespace) -> None:
