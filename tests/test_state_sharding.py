@@ -159,9 +159,11 @@ def test_sharded_training_matches_unsharded(mesh_kind, name):
     assert plain_bytes - sharded_bytes == saved
 
 
-def test_each_device_holds_an_eighth_of_divisible_leaves():
+@pytest.mark.parametrize("jitted", [False, True], ids=["init", "jit(init)"])
+def test_each_device_holds_an_eighth_of_divisible_leaves(jitted):
     mesh = data_mesh()
-    state = adam_optax.shard_state(adam_optax.adam(1e-3), mesh).init(make_params(mesh))
+    tx = adam_optax.shard_state(adam_optax.adam(1e-3), mesh)
+    state = (jax.jit(tx.init) if jitted else tx.init)(make_params(mesh))
     mu, nu = state.inner[0].mu, state.inner[0].nu
     for k, shape in SHAPES.items():
         eighth = any(d % 8 == 0 for d in shape)
