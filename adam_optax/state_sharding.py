@@ -69,12 +69,13 @@ class ShardedState:
 
 
 def _spec_of(leaf: Any) -> PartitionSpec:
-    """The leaf's partition spec where JAX knows it: a concrete array's NamedSharding, or
-    a traced array's type on a mesh with explicit axes. Otherwise replicated."""
-    if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer):
-        sharding = leaf.sharding
-        return sharding.spec if isinstance(sharding, NamedSharding) else PartitionSpec()
-    sharding = getattr(jax.typeof(leaf), "sharding", None)
+    """The leaf's partition spec where JAX knows it: the NamedSharding of an array or a
+    `jax.ShapeDtypeStruct`, or a traced array's type on a mesh with explicit axes.
+    Otherwise (Auto axes under jit, one device, NumPy) replicated."""
+    if isinstance(leaf, jax.core.Tracer):
+        sharding = jax.typeof(leaf).sharding
+    else:
+        sharding = getattr(leaf, "sharding", None)
     return sharding.spec if isinstance(sharding, NamedSharding) else PartitionSpec()
 
 
@@ -149,8 +150,9 @@ def shard_state(
                 unsharded.append(f"state{jax.tree_util.keystr(path)} {shape}")
         if unsharded:
             warnings.warn(
-                f"shard_state: no dimension of these leaves is divisible by the {axis!r} "
-                f"axis size {axis_size}, so each device holds them whole: " + ", ".join(unsharded),
+                f"shard_state: no unsharded dimension of these leaves is divisible by the "
+                f"{axis!r} axis size {axis_size}, so every device along it holds them whole: "
+                + ", ".join(unsharded),
                 stacklevel=2,
             )
         update_specs = tuple(_spec_of(p) for p in jax.tree.leaves(params))
