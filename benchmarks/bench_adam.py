@@ -22,6 +22,7 @@ import ctypes
 import dataclasses
 import datetime
 import fnmatch
+import functools
 import gc
 import json
 import math
@@ -46,6 +47,7 @@ CONTENDERS = (*OPTIMIZERS, "torch", "roofline", "floor")
 QUICK_CASES = ("flat_1e6", "tree_100x1k", "gpt2_mini")
 MISMATCH_LR = 1e-2  # the numerical check flags |p - p_optax| above this many learning rates
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
+log = functools.partial(print, file=sys.stderr, flush=True)  # progress goes to stderr
 
 PyTree = Any
 
@@ -421,10 +423,6 @@ def setup_torch(jax_platform: str, threads: int | None) -> tuple[str | None, str
     return None, f"{torch.__version__} has no {jax_platform}: skipped"
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 # --- Report -------------------------------------------------------------------------
 
 
@@ -506,10 +504,10 @@ def report(
 
 
 def plot(rows: Sequence[Measurement], path: Path, title: str) -> bool:
-    """Four panels: step time, × optax, × roofline, compile time (the floor: first panel only).
-    False if matplotlib is not installed."""
+    """Step time, × optax, × roofline and compile time; False without matplotlib."""
     try:
         import matplotlib.pyplot as plt
+        from matplotlib import ticker
     except ImportError:
         return False
 
@@ -529,14 +527,16 @@ def plot(rows: Sequence[Measurement], path: Path, title: str) -> bool:
     fig, axes = plt.subplots(2, 2, figsize=(16, 10))
     x, width = np.arange(len(cases)), 0.8 / len(labels)
     for ax, (ylabel, value) in zip(axes.flat, panels, strict=True):
-        for j, label in enumerate(labels):
+        for j, label in enumerate(labels):  # one colour per contender in every panel
             ms = [by_key.get((c, label)) for c in cases]
             vals = [np.nan if m is None or value(m) is None else value(m) for m in ms]
-            if not np.all(np.isnan(vals)):
-                ax.bar(x + (j - (len(labels) - 1) / 2) * width, vals, width, label=label)
+            ax.bar(x + (j - (len(labels) - 1) / 2) * width, vals, width, label=label, color=f"C{j}")
         if "×" in ylabel:
             ax.axhline(1.0, color="k", lw=0.8, ls="--")
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter("{x:g}")
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xticks(x, cases, rotation=25, ha="right", fontsize=8)
         ax.set_ylabel(ylabel)
         ax.grid(axis="y", which="both", alpha=0.3)
