@@ -71,8 +71,9 @@ def measure(n_params: int, rounds: int, round_seconds: float) -> list[dict]:
 
 def report(env: dict, rows: Sequence[dict], rounds: int) -> str:
     lines = ["# Cost of not donating the train step", ""]
-    lines += [f"- **{k}**: {v}" for k, v in env.items() if k != "torch"]
+    lines += [f"- **{k}**: {v}" for k, v in env.items() if k not in ("torch", "load_1min_start")]
     lines += [
+        f"- **system load** (1-min average) at start: {env['load_1min_start']}",
         f"- **rounds**: {rounds}",
         "",
         "Ratio = median over rounds of the paired ratio to the fully donated step of the same"
