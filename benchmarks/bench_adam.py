@@ -47,6 +47,7 @@ CONTENDERS = (*OPTIMIZERS, "torch", "roofline", "floor")
 QUICK_CASES = ("flat_1e6", "tree_100x1k", "gpt2_mini")
 MISMATCH_LR = 1e-2  # the numerical check flags |p - p_optax| above this many learning rates
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 log = functools.partial(print, file=sys.stderr, flush=True)  # progress goes to stderr
 
 PyTree = Any
@@ -382,9 +383,8 @@ def measure_case(case: Case, cfg: argparse.Namespace) -> list[Measurement]:
         note = r.note
         if r.label in diffs:
             flag = " MISMATCH" if diffs[r.label] > MISMATCH_LR else ""
-            note = "; ".join(
-                filter(None, [note, f"max|dp| vs optax {diffs[r.label]:.1e} lr{flag}"])
-            )
+            check = f"max|dp| vs optax {diffs[r.label]:.1e} lr{flag}"
+            note = f"{note}; {check}" if note else check
         ratios = {
             ref: paired_ratio(t, by_label[ref]) if ref in by_label else None
             for ref in ("optax", "torch", "roofline")
@@ -416,7 +416,7 @@ def setup_torch(jax_platform: str, threads: int | None) -> tuple[str | None, str
     except ImportError:
         return None, "not installed: skipped"
     if jax_platform == "cpu":
-        torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+        torch.set_num_threads(threads or CORES)
         return "cpu", f"{torch.__version__} on cpu, {torch.get_num_threads()} threads"
     if jax_platform == "gpu" and torch.cuda.is_available():
         return "cuda", f"{torch.__version__} on {torch.cuda.get_device_name()}"
@@ -438,7 +438,7 @@ def environment(torch_note: str = "not measured") -> dict[str, Any]:
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "device": f"{device.device_kind} ({device.platform}, {jax.device_count()} device(s))",
-        "cpu": f"{cpu}, {len(os.sched_getaffinity(0))} cores available",
+        "cpu": f"{cpu}, {CORES} cores available",
         "versions": f"python {platform.python_version()}, jax {jax.__version__}, "
         f"optax {optax.__version__}",
         "torch": torch_note,
@@ -477,7 +477,7 @@ def report(
 ) -> str:
     """The markdown report: environment, the table, the load average per case."""
     load = max(env["load_1min_start"] or 0, env["load_1min_end"] or 0)
-    busy = load > 0.5 + 0.25 * len(os.sched_getaffinity(0)) and jax.default_backend() == "cpu"
+    busy = load > 0.5 + 0.25 * CORES and jax.default_backend() == "cpu"
     warning = " — **WARNING: other processes used the cores; timings are unreliable**"
     lines = ["# Adam optimizer-step benchmark", ""]
     lines += [f"- **{k}**: {v}" for k, v in env.items() if not k.startswith("load")]
