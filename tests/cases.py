@@ -142,14 +142,14 @@ ERRORS = [
         "adam",
         {"learning_rate": 1e-3, "b1": 1.0},
         ValueError,
-        r"b1 must be in \[0, 1\), got 1\.0",
+        r"b1 must be in \[0, 1\), got 1\.0\. .*1 would never forget",
     ),
     ErrorCase(
         "b1_negative",
         "adam",
         {"learning_rate": 1e-3, "b1": -0.1},
         ValueError,
-        r"b1 must be in \[0, 1\), got -0\.1",
+        r"b1 must be in \[0, 1\), got -0\.1\. .*a negative decay flips the average's sign",
     ),
     ErrorCase(
         "b2_one",
@@ -163,7 +163,7 @@ ERRORS = [
         "nadam",
         {"learning_rate": 1e-3, "b2": 1.5},
         ValueError,
-        r"b2 must be in \[0, 1\)",
+        r"b2 must be in \[0, 1\), got 1\.5\. .*above 1 the average grows without bound",
     ),
     ErrorCase(
         "b2_adamax",
@@ -268,7 +268,14 @@ ERRORS = [
         "adam",
         {"learning_rate": 1e-3, "mu_dtype": jnp.int32},
         TypeError,
-        r"mu_dtype must be a real floating dtype .* got int32",
+        r"mu_dtype must be a floating or complex dtype .* got int32",
+    ),
+    ErrorCase(
+        "b2_negative_adamax",
+        "adamax",
+        {"learning_rate": 1e-3, "b2": -0.5},
+        ValueError,
+        r"b2 must be in \[0, 1\), got -0\.5\. .*negative decay",
     ),
     ErrorCase(
         "nu_dtype_complex",

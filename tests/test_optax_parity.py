@@ -1,5 +1,8 @@
 """Every configuration with an optax twin follows optax's trajectory in float32."""
 
+import warnings
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -57,3 +60,61 @@ def test_complex_params_match_optax():
         np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=2e-5, atol=1e-6)
     state = adam_optax.adam(1e-2).init(jnp.asarray(p0))
     assert state[0].mu.dtype == jnp.complex64 and state[0].nu.dtype == jnp.float32
+
+
+def _init_and_step(tx, params):
+    """init and one update, as a new user would write them: (state, new params, warnings)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        state = tx.init(params)
+        grads = jax.tree.map(lambda p: np.full(np.shape(p), 0.5, np.asarray(p).dtype), params)
+        updates, _ = tx.update(grads, state, params)
+        new_params = optax.apply_updates(params, updates)
+    return state, new_params, {str(w.message) for w in caught}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"w": 1.0},
+        {"w": np.float64(2.0)},
+        {"w": np.linspace(-1.0, 1.0, 3)},
+        {"w": np.ones(3, np.float32), "b": np.ones(2, np.float16)},
+        {"w": np.ones(3, jnp.bfloat16)},
+        [np.ones((2, 2)), 3.0],
+    ],
+    ids=["py_float", "np_float64_scalar", "np_float64", "np_f32_f16", "np_bf16", "list"],
+)
+@pytest.mark.parametrize("name", ["adam", "adamax"])  # the two ways init makes moments
+def test_params_of_every_kind_optax_takes(name, params):
+    """Python floats and NumPy arrays of any float dtype (float64 too, without x64)
+    train as in optax, and raise no warning that optax does not raise too."""
+    ours, ours_params, ours_warnings = _init_and_step(getattr(adam_optax, name)(0.1), params)
+    theirs, theirs_params, theirs_warnings = _init_and_step(getattr(optax, name)(0.1), params)
+    assert ours_warnings <= theirs_warnings
+    # The state as init makes it; nu differs by design for float16 params (README).
+    mu = [jax.tree.leaves(optax.tree.get(s, "mu")) for s in (ours, theirs)]
+    assert [a.dtype for a in mu[0]] == [b.dtype for b in mu[1]]
+    for a, b in zip(jax.tree.leaves(ours_params), jax.tree.leaves(theirs_params), strict=True):
+        assert jnp.result_type(a) == jnp.result_type(b)
+        np.testing.assert_allclose(np.float64(a), np.float64(b), rtol=1e-6)
+
+
+@pytest.mark.parametrize("mu_dtype", [jnp.complex64, "complex64"])
+def test_complex_mu_dtype_is_accepted_as_in_optax(mu_dtype):
+    """Complex params store a complex mu; real params with a complex mu_dtype store
+    a complex mu too (as optax does), and their updates stay real."""
+    tx = adam_optax.adam(0.1, mu_dtype=mu_dtype)
+    for params in (jnp.zeros(2, jnp.complex64), jnp.zeros(2, jnp.float32)):
+        assert tx.init(params)[0].mu.dtype == jnp.complex64
+    grads = jnp.array([0.5, -2.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        updates, _ = tx.update(grads, tx.init(jnp.zeros(2)))
+    expected, _ = adam_optax.adam(0.1).update(grads, adam_optax.adam(0.1).init(jnp.zeros(2)))
+    theirs, _ = optax.adam(0.1, mu_dtype=mu_dtype).update(
+        grads, optax.adam(0.1, mu_dtype=mu_dtype).init(jnp.zeros(2))
+    )
+    assert updates.dtype == grads.dtype
+    np.testing.assert_allclose(updates, expected, rtol=1e-6)
+    np.testing.assert_allclose(updates, jnp.real(theirs), rtol=1e-6)
