@@ -106,11 +106,12 @@ def state_dtype(name: str, dtype: Any, *, complex_ok: bool = False) -> None:
     if complex_ok and jnp.issubdtype(canonical, jnp.complexfloating):
         return
     if not jnp.issubdtype(canonical, jnp.floating):
-        kinds = "a floating or complex dtype" if complex_ok else "a real floating dtype"
+        if complex_ok:
+            kinds, note = "a floating or complex dtype", ""
+        else:
+            kinds, note = "a real floating dtype", " It holds |g|², real also for complex params."
         raise TypeError(
-            f"{name} must be {kinds} such as jnp.float32 or jnp.bfloat16, got "
-            f"{canonical}. (Complex params get the complex counterpart of mu_dtype "
-            f"automatically.)"
+            f"{name} must be {kinds} such as jnp.float32 or jnp.bfloat16, got {canonical}.{note}"
         )
 
 

@@ -155,8 +155,11 @@ def _init_count(params: Any) -> jax.Array:
 
 
 def _param_dtype(param: Any) -> jnp.dtype:
-    """The dtype JAX gives a param: float32 for a Python float or, without x64,
-    for a NumPy float64 array (so zeros of it raise no truncation warning)."""
+    """The dtype JAX gives a param, such as a Python float or a NumPy array.
+
+    Without x64 that is float32 for float64 input, so zeros of it raise no
+    "float64 ... truncated" warning.
+    """
     return jax.dtypes.canonicalize_dtype(jnp.result_type(param))
 
 
@@ -171,7 +174,7 @@ def _init_moments(params: Any, mu_dtype: Any, nu_dtype: Any, *, squares: bool = 
 
     def mu_zeros(p):
         p_dtype = _param_dtype(p)
-        dtype = p_dtype if mu_dtype is None else jax.dtypes.canonicalize_dtype(mu_dtype)
+        dtype = p_dtype if mu_dtype is None else mu_dtype
         if jnp.issubdtype(p_dtype, jnp.complexfloating):
             dtype = jnp.result_type(dtype, jnp.complex64)
         return _zeros_like(p, dtype)

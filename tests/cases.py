@@ -282,7 +282,7 @@ ERRORS = [
         "adam",
         {"learning_rate": 1e-3, "nu_dtype": jnp.complex64},
         TypeError,
-        r"nu_dtype must be a real floating dtype .* got complex64",
+        r"nu_dtype must be a real floating dtype .* got complex64\. It holds \|g\|²",
     ),
     ErrorCase(
         "mu_dtype_garbage",

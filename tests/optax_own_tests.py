@@ -98,10 +98,17 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    counts: dict[str, int] = {}
-    for outcome in _outcomes.values():
-        counts[outcome] = counts.get(outcome, 0) + 1
-    terminalreporter.write_line(f"optax Adam-family cases run on adam_optax: {counts}")
-    for nodeid, outcome in sorted(_outcomes.items()):
+    """The count per optax test module, then every failed case."""
+    counts: dict[str, dict[str, int]] = {}
+    for case, outcome in _outcomes.items():
+        per_module = counts.setdefault(case.split("::")[0], {})
+        per_module[outcome] = per_module.get(outcome, 0) + 1
+    total: dict[str, int] = {}
+    for module, per_module in sorted(counts.items()):
+        terminalreporter.write_line(f"  {module}: {per_module}")
+        for outcome, n in per_module.items():
+            total[outcome] = total.get(outcome, 0) + n
+    terminalreporter.write_line(f"optax Adam-family cases run on adam_optax: {total}")
+    for case, outcome in sorted(_outcomes.items()):
         if outcome == "failed":
-            terminalreporter.write_line(f"  failed: {nodeid}")
+            terminalreporter.write_line(f"  failed: {case}")
