@@ -67,8 +67,8 @@ def adam(
       >>> params = {"w": jnp.array([1.0, -2.0])}
       >>> state = tx.init(params)
       >>> updates, state = tx.update({"w": jnp.array([0.5, -0.5])}, state, params)
-      >>> optax.apply_updates(params, updates)["w"]
-      Array([ 0.9, -1.9], dtype=float32)
+      >>> print(optax.apply_updates(params, updates)["w"].round(4))  # θ - lr·sign(g)
+      [ 0.9 -1.9]
     """
     return _finish(
         scale_by_adam(

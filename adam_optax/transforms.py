@@ -329,8 +329,8 @@ def scale_by_adam(
     >>> tx = adam_optax.scale_by_adam()
     >>> params = {"w": jnp.ones(3)}
     >>> updates, state = tx.update({"w": jnp.full(3, 0.5)}, tx.init(params))
-    >>> updates["w"]  # the first step's direction is g / |g|
-    Array([1., 1., 1.], dtype=float32)
+    >>> print(updates["w"].round(4))  # the first step's direction is g / |g|
+    [1. 1. 1.]
   """
     checks.flag("amsgrad", amsgrad)
     return _adam_family(
