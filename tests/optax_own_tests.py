@@ -2,7 +2,8 @@
 
 The optax wheel ships its test modules. This plugin replaces optax's Adam-family
 functions by adam_optax's before those modules are imported, keeps only the tests
-that mention the Adam family, and counts the cases that really called adam_optax.
+that mention the Adam family, and counts the cases that really used adam_optax (called
+one of its functions, or the init or update of a transformation it made).
 A development check, run by hand (it takes minutes; test_optax_own_tests.py runs
 a fast part of it in the suite)::
 
@@ -46,17 +47,32 @@ OPTAX_ADAM_TESTS = (
     "optax.contrib._complex_valued_test",
 )
 
-_ADAM_NAME = re.compile(r"\b(n?adamw?|adamaxw?|amsgrad|scale_by_(adam|amsgrad|adamax))\b")
+# Letters around the name, not underscores, end it: test_init_adam, opt_name='adam'.
+_ADAM_NAME = re.compile(r"(?<![a-z])(n?adamw?|adamaxw?|amsgrad)(?![a-z])")
 _called = False
 _outcomes: dict[str, str] = {}
 
 
-def _counting(fn):
+def _note_call(fn):
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any):
         global _called
         _called = True
         return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _counting(factory):
+    """``factory``, noting each call of it and of its transformation's init and update.
+
+    Some optax tests build their optimizers at import and only use them in the test.
+    """
+
+    @functools.wraps(factory)
+    def wrapper(*args: Any, **kwargs: Any):
+        tx = _note_call(factory)(*args, **kwargs)
+        return tx._replace(init=_note_call(tx.init), update=_note_call(tx.update))
 
     return wrapper
 
@@ -71,7 +87,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _mentions_adam(item: pytest.Item) -> bool:
     reprs = getattr(getattr(item, "cls", None), "_test_params_reprs", {})
-    text = reprs.get(item.name, "")
+    text = item.name + reprs.get(item.name, "")
     with contextlib.suppress(OSError, TypeError):
         text += inspect.getsource(item.obj)
     return bool(_ADAM_NAME.search(text))
