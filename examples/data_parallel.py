@@ -1,0 +1,222 @@
+"""Data-parallel training across processes: jax.distributed, one global mesh, and
+adam_optax.shard_state (ZeRO stage 1).
+
+    python examples/data_parallel.py                                  # 2 processes x 2 devices
+    python examples/data_parallel.py --processes 4 --devices-per-process 2
+
+It launches N processes on this machine, each with a few CPU devices, and every process
+runs the same program (`worker`): it joins the others through `jax.distributed`, builds one
+mesh over all N x k devices, and trains the digits MLP on one global batch per step, each
+device taking its slice of the batch and holding 1/(N k) of AdamW's moments. The params
+stay replicated. On a GPU or TPU cluster, start one process per host yourself (SLURM's
+srun, or each Cloud TPU VM) and call `jax.distributed.initialize()` with no arguments: it
+reads the coordinator, process count and id from the cluster.
+
+If a process dies, the launcher stops the others and exits non-zero with one line saying
+which; a coordinator that never answers ends each worker after --init-timeout seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+
+import common
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import adam_optax
+
+
+def init_params(sizes: Sequence[int], seed: int) -> list[dict[str, np.ndarray]]:
+    """LeCun-normal weights and zero biases, the same in every process (same seed)."""
+    rng = np.random.default_rng(seed)
+    return [
+        {"w": (rng.normal(size=(n, m)) / np.sqrt(n)).astype(np.float32), "b": np.zeros(m, "f4")}
+        for n, m in itertools.pairwise(sizes)
+    ]
+
+
+def predict(params: list[dict[str, jax.Array]], x: jax.Array) -> jax.Array:
+    """The MLP's logits: dense layers with ReLU between them."""
+    for layer in params[:-1]:
+        x = jax.nn.relu(x @ layer["w"] + layer["b"])
+    return x @ params[-1]["w"] + params[-1]["b"]
+
+
+def loss_fn(params: list[dict[str, jax.Array]], x: jax.Array, y: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(predict(params, x), y).mean()
+
+
+def global_array(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """One array over the whole mesh from `x`, which every process holds in full:
+    each process places only the slices its own devices hold."""
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def train(
+    data: common.Dataset,
+    mesh: Mesh,
+    *,
+    steps: int,
+    batch_size: int,
+    hidden: int = 64,
+    seed: int = 0,
+) -> tuple[list[float], float]:
+    """`steps` AdamW steps on global batches of `batch_size` split over the mesh's "data"
+    axis; returns the loss of every step and the test accuracy."""
+    replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    sizes = [data.num_features, hidden, data.num_classes]
+    params = jax.tree.map(lambda a: global_array(a, replicated), init_params(sizes, seed))
+    tx = adam_optax.shard_state(adam_optax.adamw(3e-3, weight_decay=1e-4), mesh, axis="data")
+    state = tx.init(params)  # mu and nu: each device holds 1/len(mesh.devices) of them
+
+    @jax.jit
+    def step(params, state, x, y):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)  # XLA sums grads over devices
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, loss
+
+    steps_per_epoch, losses = len(data.x_train) // batch_size, []
+    for i in range(steps):
+        epoch, k = divmod(i, steps_per_epoch)  # a new shuffle each epoch, the same everywhere
+        order = np.random.default_rng([seed, epoch]).permutation(len(data.x_train))
+        batch = order[k * batch_size : (k + 1) * batch_size]
+        x = global_array(data.x_train[batch], split)
+        y = global_array(data.y_train[batch], split)
+        params, state, loss = step(params, state, x, y)
+        losses.append(float(loss))  # a replicated scalar: every process can read it
+
+    x_test, y_test = (global_array(a, replicated) for a in (data.x_test, data.y_test))
+    accuracy = jax.jit(lambda params: jnp.mean(jnp.argmax(predict(params, x_test), -1) == y_test))
+    return losses, float(accuracy(params))
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One process of the run: join the others, then train on the global mesh."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=args.coordinator,
+        num_processes=args.processes,
+        process_id=args.process_id,
+        initialization_timeout=args.init_timeout,
+        heartbeat_timeout_seconds=args.heartbeat_timeout,
+    )
+    mesh = Mesh(np.array(jax.devices()), ("data",))  # every device of every process
+    start = time.perf_counter()
+    losses, accuracy = train(
+        common.load_data(), mesh, steps=args.steps, batch_size=args.batch_size, seed=args.seed
+    )
+    if jax.process_index() == 0:
+        if args.losses:
+            np.save(args.losses, np.array(losses))
+        seconds = time.perf_counter() - start
+        print(
+            f"test_accuracy={accuracy:.4f} loss={losses[-1]:.4f} steps={len(losses)} "
+            f"seconds={seconds:.1f}"
+        )
+
+
+def supervise(commands: Sequence[Sequence[str]], env: dict[str, str], timeout: float) -> int:
+    """Runs the commands as processes and waits for all of them. As soon as one fails, or
+    after `timeout` seconds, stops the others and says so in one line; returns the exit
+    code (0 when all succeeded). Process 0's output is ours; the others' goes to log files,
+    and so does every process's stderr."""
+    logs = tempfile.mkdtemp(prefix="data_parallel_")
+    with contextlib.ExitStack() as files:
+        procs = []
+        try:
+            for i, command in enumerate(commands):
+                log = files.enter_context(open(os.path.join(logs, f"process{i}.log"), "w"))
+                stdout = None if i == 0 else log
+                procs.append(subprocess.Popen(command, env=env, stdout=stdout, stderr=log))
+            failure = wait_for_all(procs, timeout, logs)
+        finally:  # also on Ctrl-C: no process outlives the launcher
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                p.wait()
+    if failure:
+        print(f"data_parallel: {failure}; stopped the other processes", file=sys.stderr)
+        return 1
+    shutil.rmtree(logs)
+    return 0
+
+
+def wait_for_all(procs: list[subprocess.Popen], timeout: float, logs: str) -> str | None:
+    """Waits until every process has ended, one has failed or `timeout` seconds have
+    passed; returns what went wrong, or None."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for i, p in enumerate(procs):
+            if p.poll():  # ended, with an error code or a signal
+                return describe_exit(i, p.returncode, logs)
+        if all(p.poll() == 0 for p in procs):
+            return None
+        if time.monotonic() > deadline:
+            return f"no result after {timeout:g} s (logs in {logs})"
+        time.sleep(0.1)
+
+
+def describe_exit(i: int, code: int, logs: str) -> str:
+    how = f"{signal.Signals(-code).name}" if code < 0 else f"code {code}"
+    return f"process {i} exited with {how} (its log: {logs}/process{i}.log)"
+
+
+def launch(args: argparse.Namespace) -> int:
+    """Starts `args.processes` workers on this machine, each with its own CPU devices."""
+    with socket.socket() as s:  # a free port for the coordinator (process 0)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={args.devices_per_process}",
+    }
+    script = [sys.executable, os.path.abspath(__file__), *args.argv]
+    commands = [
+        [*script, "--coordinator", f"127.0.0.1:{port}", "--process-id", str(i)]
+        for i in range(args.processes)
+    ]
+    return supervise(commands, env, args.timeout)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--devices-per-process", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=64, help="global batch size")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--losses", help="save the loss of every step to this .npy file")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds for the whole run")
+    parser.add_argument("--init-timeout", type=int, default=60, help="seconds to wait for all")
+    parser.add_argument("--heartbeat-timeout", type=int, default=30, help="seconds of silence")
+    parser.add_argument("--coordinator", help=argparse.SUPPRESS)  # set by the launcher
+    parser.add_argument("--process-id", type=int, help=argparse.SUPPRESS)  # set by the launcher
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the workers get the same
+    if args.batch_size % (args.processes * args.devices_per_process):
+        parser.error("--batch-size must be a multiple of --processes x --devices-per-process")
+    if args.coordinator is None:
+        return launch(args)
+    worker(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
