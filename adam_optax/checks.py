@@ -71,10 +71,14 @@ def decay_rate(name: str, value: Any) -> None:
             f"hyperparam_dtype=jnp.float32)."
         )
     if number is not None and not 0.0 <= number < 1.0:
+        if number < 0.0:
+            why = "a negative decay flips the average's sign at every step"
+        elif number == 1.0:
+            why = "1 would never forget and makes the bias correction divide by zero"
+        else:
+            why = "above 1 the average grows without bound"
         raise ValueError(
-            f"{name} must be in [0, 1), got {number}. It is the decay of a moving "
-            f"average; 1 would never forget and makes the bias correction divide "
-            f"by zero."
+            f"{name} must be in [0, 1), got {number}. It is the decay of a moving average; {why}."
         )
 
 
@@ -91,19 +95,23 @@ def non_negative_or_schedule(name: str, value: Any) -> None:
         non_negative(name, value)
 
 
-def state_dtype(name: str, dtype: Any) -> None:
-    """Checks that a state dtype is None or a real floating dtype."""
+def state_dtype(name: str, dtype: Any, *, complex_ok: bool = False) -> None:
+    """Checks that a state dtype is None or a floating dtype (complex if allowed)."""
     if dtype is None:
         return
     try:
         canonical = jnp.dtype(dtype)
     except TypeError as error:
         raise TypeError(f"{name} must be a floating dtype, got {dtype!r}.") from error
+    if complex_ok and jnp.issubdtype(canonical, jnp.complexfloating):
+        return
     if not jnp.issubdtype(canonical, jnp.floating):
+        if complex_ok:
+            kinds, note = "a floating or complex dtype", ""
+        else:
+            kinds, note = "a real floating dtype", " It holds |g|², real also for complex params."
         raise TypeError(
-            f"{name} must be a real floating dtype such as jnp.float32 or "
-            f"jnp.bfloat16, got {canonical}. (Complex params get the complex "
-            f"counterpart of mu_dtype automatically.)"
+            f"{name} must be {kinds} such as jnp.float32 or jnp.bfloat16, got {canonical}.{note}"
         )
 
 

@@ -63,6 +63,13 @@ def _real(dtype: Any) -> jnp.dtype:
     return jnp.finfo(dtype).dtype
 
 
+def _like(x: jax.Array, g: jax.Array) -> jax.Array:
+    """``x`` in the gradient's dtype; a complex mu_dtype with real g leaves x real."""
+    if jnp.iscomplexobj(x) and not jnp.iscomplexobj(g):
+        x = jnp.real(x)
+    return x.astype(g.dtype)
+
+
 def _increment(count: jax.Array) -> jax.Array:
     """count + 1, saturating at the int32 maximum instead of overflowing."""
     return count + (count < _INT32_MAX).astype(count.dtype)
@@ -87,7 +94,7 @@ def _adam_leaf(g, mu, nu, nu_max, k: _Scalars):
     if k.g_scale is not None:
         m_hat = m_hat + g32 * k.g_scale
     update = m_hat / (jnp.sqrt(nu_den * k.nu_scale + k.eps_root) + k.eps)
-    return update.astype(g.dtype), mu_new.astype(mu.dtype), nu_new.astype(nu.dtype), nu_max
+    return _like(update, g), mu_new.astype(mu.dtype), nu_new.astype(nu.dtype), nu_max
 
 
 @jax.jit
@@ -99,7 +106,7 @@ def _adamax_leaf(g, mu, nu, k: _Scalars):
     mu_new = k.b1 * mu.astype(dtype) + k.one_minus_b1 * g32
     nu_new = jnp.maximum(jnp.abs(g32) + k.eps, k.b2 * nu.astype(_real(dtype)))
     update = mu_new * k.mu_scale / nu_new
-    return update.astype(g.dtype), mu_new.astype(mu.dtype), nu_new.astype(nu.dtype)
+    return _like(update, g), mu_new.astype(mu.dtype), nu_new.astype(nu.dtype)
 
 
 def _map_leaves(fn, n_out: int, *trees):
@@ -147,6 +154,15 @@ def _init_count(params: Any) -> jax.Array:
     return jnp.zeros([], jnp.int32)
 
 
+def _param_dtype(param: Any) -> jnp.dtype:
+    """The dtype JAX gives a param, such as a Python float or a NumPy array.
+
+    Without x64 that is float32 for float64 input, so zeros of it raise no
+    "float64 ... truncated" warning.
+    """
+    return jax.dtypes.canonicalize_dtype(jnp.result_type(param))
+
+
 def _init_moments(params: Any, mu_dtype: Any, nu_dtype: Any, *, squares: bool = True):
     """Zero moments: mu in mu_dtype (complex for complex params), nu real.
 
@@ -157,15 +173,16 @@ def _init_moments(params: Any, mu_dtype: Any, nu_dtype: Any, *, squares: bool = 
     checks.inexact_params(params)
 
     def mu_zeros(p):
-        dtype = p.dtype if mu_dtype is None else mu_dtype
-        if jnp.issubdtype(p.dtype, jnp.complexfloating):
+        p_dtype = _param_dtype(p)
+        dtype = p_dtype if mu_dtype is None else mu_dtype
+        if jnp.issubdtype(p_dtype, jnp.complexfloating):
             dtype = jnp.result_type(dtype, jnp.complex64)
         return _zeros_like(p, dtype)
 
     def nu_zeros(p):
         dtype = nu_dtype
         if dtype is None:
-            dtype = _real(p.dtype)
+            dtype = _real(_param_dtype(p))
             if squares and dtype == jnp.float16:
                 dtype = jnp.float32
         return _zeros_like(p, dtype)
@@ -191,7 +208,7 @@ def _adam_family(
     ``amsgrad(bias_correction_nu=False)``).
     """
     _check_decays_and_eps(b1, b2, eps, eps_root)
-    checks.state_dtype("mu_dtype", mu_dtype)
+    checks.state_dtype("mu_dtype", mu_dtype, complex_ok=True)
     checks.state_dtype("nu_dtype", nu_dtype)
     for name, value in (
         ("nesterov", nesterov),

@@ -1,6 +1,8 @@
 """Every configuration with an optax twin follows optax's trajectory in float32 and keeps
 optax's state layout."""
 
+import warnings
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -72,3 +74,56 @@ def test_complex_params_match_optax():
     ours = adam_optax.adam(1e-2).init(jnp.asarray(p0))
     chex.assert_trees_all_equal_shapes(ours, optax.adam(1e-2).init(jnp.asarray(p0)))
     assert ours[0].mu.dtype == jnp.complex64 and ours[0].nu.dtype == jnp.float32
+
+
+def _init_and_step(tx, params):
+    """init and one update, as a new user would write them: (state, updates, warnings)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        state = tx.init(params)
+        grads = jax.tree.map(lambda p: np.full(np.shape(p), 0.5, np.asarray(p).dtype), params)
+        updates, _ = tx.update(grads, state, params)
+    return state, updates, {str(w.message) for w in caught}
+
+
+# Every kind of params leaf optax takes, in one tree: Python floats and NumPy arrays,
+# float64 (which JAX truncates to float32 without x64), float16 and bfloat16.
+EVERY_KIND = {
+    "python_float": 1.0,
+    "numpy_float64": np.linspace(-1.0, 1.0, 3),
+    "numpy_float64_scalar": np.float64(2.0),
+    "numpy_float16": np.ones(3, np.float16),
+    "numpy_bfloat16": np.ones(3, jnp.bfloat16),
+}
+
+
+def test_params_of_every_kind_optax_takes():
+    """They train as in optax, with no warning that optax does not give too."""
+    ours, ours_updates, ours_warnings = _init_and_step(adam_optax.adam(0.1), EVERY_KIND)
+    theirs, theirs_updates, theirs_warnings = _init_and_step(optax.adam(0.1), EVERY_KIND)
+    assert ours_warnings <= theirs_warnings
+    # The state as init makes it; nu differs by design for float16 params (README).
+    mu = [jax.tree.leaves(optax.tree.get(s, "mu")) for s in (ours, theirs)]
+    assert [a.dtype for a in mu[0]] == [b.dtype for b in mu[1]]
+    for a, b in zip(jax.tree.leaves(ours_updates), jax.tree.leaves(theirs_updates), strict=True):
+        # optax's bfloat16 update comes back in float32: compare to our dtype's precision.
+        np.testing.assert_allclose(np.float64(a), np.float64(b), rtol=jnp.finfo(a.dtype).eps)
+
+
+def test_complex_mu_dtype_is_accepted_as_in_optax():
+    """Complex params store a complex mu; real params with a complex mu_dtype store
+    a complex mu too (as optax does), and their updates stay real."""
+    for mu_dtype in (jnp.complex64, "complex64"):
+        tx = adam_optax.adam(0.1, mu_dtype=mu_dtype)
+        for params in (jnp.zeros(2, jnp.complex64), jnp.zeros(2, jnp.float32)):
+            assert tx.init(params)[0].mu.dtype == jnp.complex64
+    grads = jnp.array([0.5, -2.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        updates, _ = tx.update(grads, tx.init(jnp.zeros(2)))
+    assert updates.dtype == grads.dtype
+    real_mu = adam_optax.adam(0.1)
+    np.testing.assert_allclose(updates, real_mu.update(grads, real_mu.init(jnp.zeros(2)))[0])
+    theirs = optax.adam(0.1, mu_dtype=jnp.complex64)
+    theirs_updates, _ = theirs.update(grads, theirs.init(jnp.zeros(2)))
+    np.testing.assert_allclose(updates, jnp.real(theirs_updates), rtol=1e-6)
