@@ -65,9 +65,8 @@ def code_map(signed: bool) -> np.ndarray:
     """The 256 float32 values the codes stand for, code i -> ``code_map(signed)[i]``.
 
     Ascending (the signed map's last entry repeats 1.0), with 0 and 1 exact.
-    These are the decoder's float32 results, within 1 ulp of the exact map.
     """
-    return np.asarray(_decode(jnp.arange(256, dtype=jnp.uint8), signed))
+    return (_SIGNED_MAP if signed else _UNSIGNED_MAP).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +156,7 @@ def _per_element(per_block: jax.Array, shape: tuple[int, ...], block_size: int) 
 
 
 def _encode_magnitude(a: jax.Array, bits: int) -> jax.Array:
-    """The rank, in ``_magnitudes(bits)``, of the value nearest to a in [0, 1] (int32).
+    """The rank, in ``_magnitudes(bits)``, of the value nearest to a in [0, 1] (as float32).
 
     Decade e (10^-(e+1), 10^-e] holds n_e = 2^(bits-e) values spaced
     0.9·10^-e / n_e apart, whose rank starts at n_e - 1 for 10^-(e+1); below
@@ -166,37 +165,22 @@ def _encode_magnitude(a: jax.Array, bits: int) -> jax.Array:
     """
     bottom = jnp.zeros_like(a)
     inv_step = jnp.full_like(a, 10.0**bits)
-    first = jnp.zeros(a.shape, jnp.int32)
+    first = jnp.zeros_like(a)
     for e in reversed(range(bits)):
         n = 2 ** (bits - e)
         above = a > 10.0 ** -(e + 1)
         bottom = jnp.where(above, jnp.float32(10.0 ** -(e + 1)), bottom)
         inv_step = jnp.where(above, jnp.float32(n / (0.9 * 10.0**-e)), inv_step)
-        first = jnp.where(above, n - 1, first)
-    rank = first + jnp.round((a - bottom) * inv_step).astype(jnp.int32)
+        first = jnp.where(above, jnp.float32(n - 1), first)
+    rank = first + jnp.round((a - bottom) * inv_step)
     return jnp.minimum(rank, 2 ** (bits + 1) - 1)
 
 
-def _decode_magnitude(rank: jax.Array, bits: int) -> jax.Array:
-    """``_magnitudes(bits)[rank]`` without a table (a gather would not fuse).
-
-    Rank r >= 1 lies in decade e = bits - j, j = floor(log2(r + 1)), at step
-    k = r + 1 - 2^j above its bottom: 10^-(e+1) · (1 + 9k / 2^j).
-    """
-    first = jnp.ones(rank.shape, jnp.int32)  # 2^j
-    bottom = jnp.full(rank.shape, 10.0 ** -(bits + 1), jnp.float32)
-    step = jnp.full(rank.shape, 9.0, jnp.float32)  # 9 / 2^j
-    for jj in range(1, bits + 2):
-        above = rank >= 2**jj - 1
-        first = jnp.where(above, 2**jj, first)
-        bottom = jnp.where(above, jnp.float32(10.0 ** (jj - bits - 1)), bottom)
-        step = jnp.where(above, jnp.float32(9.0 / 2**jj), step)
-    k = (rank + 1 - first).astype(jnp.float32)
-    return jnp.where(rank == 0, 0.0, bottom * (1 + k * step))
-
-
 def _encode(x: jax.Array, signed: bool) -> jax.Array:
-    """Codes (uint8) of x normalized to [-1, 1] (signed) or [0, 1]."""
+    """Codes (uint8) of x normalized to [-1, 1] (signed) or [0, 1].
+
+    All in float32 until the last conversion, which keeps XLA's loop vectorized.
+    """
     if signed:
         rank = _encode_magnitude(jnp.abs(x), _SIGNED_BITS)
         return (_SIGNED_ZERO + jnp.where(x < 0, -rank, rank)).astype(jnp.uint8)
@@ -204,13 +188,12 @@ def _encode(x: jax.Array, signed: bool) -> jax.Array:
 
 
 def _decode(codes: jax.Array, signed: bool) -> jax.Array:
-    """``code_map(signed)[codes]`` (float32), computed."""
-    rank = codes.astype(jnp.int32)
-    if signed:
-        rank = rank - _SIGNED_ZERO
-        magnitude = _decode_magnitude(jnp.minimum(jnp.abs(rank), _SIGNED_ZERO), _SIGNED_BITS)
-        return jnp.where(rank < 0, -magnitude, magnitude)
-    return _decode_magnitude(rank, _UNSIGNED_BITS)
+    """``code_map(signed)[codes]`` (float32): a gather from 256 values.
+
+    XLA:CPU fuses the gather into its consumer and runs it fast, as long as
+    there is one consumer; ``apply`` sees to that.
+    """
+    return jnp.asarray(code_map(signed))[codes.astype(jnp.int32)]
 
 
 def _encode_with(x: jax.Array, scales: jax.Array, signed: bool, block_size: int) -> QuantizedArray:
@@ -349,11 +332,21 @@ def apply(step: Any, g: jax.Array, moments: tuple[Any, ...], key: jax.Array | No
         -_block_reduce(g, block_size, jax.lax.min, jnp.inf),
     ).astype(jnp.float32)
     _, *bounds = step(g_max, *(None if m is None else _block_absmax(m) for m in moments))
-    update, *new = step(g, *(None if m is None else dequantize_array(m) for m in moments))
-    return update, *(
-        None if m is None else _encode_with(v, jnp.abs(b), m.signed, m.block_size)
-        for v, b, m in zip(new, bounds, moments, strict=True)
-    )
+
+    def new_moments(g, moments):
+        return step(g, *(None if m is None else dequantize_array(m) for m in moments))
+
+    update = new_moments(g, moments)[0]
+    stored = []
+    for i, m in enumerate(moments):
+        if m is not None:
+            # The step again, on inputs XLA cannot tell are the same: it then
+            # fuses the step into this moment's encoding, rather than
+            # materializing the decoded moments for every consumer.
+            new = new_moments(*jax.lax.optimization_barrier((g, moments)))[1 + i]
+            m = _encode_with(new, jnp.abs(bounds[i]), m.signed, m.block_size)
+        stored.append(m)
+    return update, *stored
 
 
 def stored_dtype(stored: Any) -> np.dtype:
