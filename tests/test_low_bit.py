@@ -8,14 +8,12 @@ tests/reference.py.
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import adam_optax
@@ -202,7 +200,7 @@ def test_orbax_round_trip_is_bit_exact_and_resumes_identically(tmp_path):
     ocp = pytest.importorskip("orbax.checkpoint")
     rng = np.random.default_rng(4)
     params = {"w": jnp.asarray(rng.standard_normal((8, 600)), jnp.float32), "b": jnp.zeros(5)}
-    grads = [jax.tree.map(lambda p: p * 0.1 + t, params) for t in range(5)]
+    grads = [jax.tree.map(lambda p, t=t: p * 0.1 + t, params) for t in range(5)]
     tx = adam_optax.adamw8bit(1e-2, min_quantized_size=100, amsgrad=True)
     _, state = _run(tx, params, grads[:2])
     checkpointer = ocp.StandardCheckpointer()
