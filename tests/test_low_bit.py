@@ -61,7 +61,9 @@ def test_round_trip_is_nearest_code_within_the_block_bound(signed):
     x[1, 300:400] = 0.0  # zeros and an all-zero tail block
     x[2, 512:] = 0.0
     x = (x if signed else x**2).astype(np.float32)
-    q = storage.quantize(jnp.asarray(x), signed=signed, block_size=block)
+    q = jax.jit(storage.quantize, static_argnames=("signed", "block_size"))(
+        jnp.asarray(x), signed=signed, block_size=block
+    )
     assert q.codes.shape == shape and q.codes.dtype == jnp.uint8
     assert q.scales.shape == (3, 3) and q.scales.dtype == jnp.float32
 
@@ -73,7 +75,7 @@ def test_round_trip_is_nearest_code_within_the_block_bound(signed):
     per_element = np.repeat(absmax, block, axis=-1)[:, :700].astype(np.float64)
     normalized = np.divide(x, per_element, out=np.zeros(shape), where=per_element > 0)
     nearest = np.abs(normalized[..., None] - table).min(-1)
-    got = np.asarray(storage.dequantize_array(q), np.float64)
+    got = np.asarray(jax.jit(storage.dequantize_array)(q), np.float64)
     error = np.abs(got - x)
     # nearest value, up to float32 rounding of x / absmax and of code * absmax
     assert np.all(error <= (nearest + 3e-7) * per_element + 1e-30)
@@ -121,11 +123,12 @@ def test_every_step_stores_the_new_moments_within_the_code_resolution():
     shape, b1, b2 = (8, 600), 0.9, 0.999
     tx = adam_optax.scale_by_adam8bit(b1, b2, min_quantized_size=0)
     state = tx.init(jnp.zeros(shape))
-    grads = [rng.standard_normal(shape).astype(np.float32) * rng.uniform(0.1, 10) for _ in range(6)]
+    grads = [rng.standard_normal(shape).astype(np.float32) * rng.uniform(0.1, 10) for _ in range(4)]
+    update = jax.jit(tx.update)
     for g in grads[:-1]:
-        _, state = tx.update(jnp.asarray(g), state)
+        _, state = update(jnp.asarray(g), state)
     old = adam_optax.dequantize(state)
-    _, new = tx.update(jnp.asarray(grads[-1]), state)
+    _, new = update(jnp.asarray(grads[-1]), state)
     g = grads[-1].astype(np.float64)
     exact_m = b1 * np.asarray(old.mu, np.float64) + (1 - b1) * g
     exact_v = b2 * np.asarray(old.nu, np.float64) + (1 - b2) * g * g
@@ -155,8 +158,8 @@ def _run(tx, params, grads, jit=True):
 def test_jit_equals_eager():
     rng = np.random.default_rng(2)
     params = jnp.asarray(rng.standard_normal((16, 300)), jnp.float32)
-    grads = [jnp.asarray(rng.standard_normal((16, 300)), jnp.float32) for _ in range(3)]
-    tx = adam_optax.adamw8bit(1e-2, min_quantized_size=0, amsgrad=True)
+    grads = [jnp.asarray(rng.standard_normal((16, 300)), jnp.float32) for _ in range(2)]
+    tx = adam_optax.scale_by_adam8bit(min_quantized_size=0, amsgrad=True)
     (jitted, s_jit), (eager, s_eager) = _run(tx, params, grads), _run(tx, params, grads, jit=False)
     np.testing.assert_allclose(jitted[-1], eager[-1], rtol=1e-6, atol=1e-7)
     for a, b in zip(jax.tree.leaves(s_jit), jax.tree.leaves(s_eager), strict=True):
@@ -202,7 +205,15 @@ def test_orbax_round_trip_is_bit_exact_and_resumes_identically(tmp_path):
     params = {"w": jnp.asarray(rng.standard_normal((8, 600)), jnp.float32), "b": jnp.zeros(5)}
     grads = [jax.tree.map(lambda p, t=t: p * 0.1 + t, params) for t in range(5)]
     tx = adam_optax.adamw8bit(1e-2, min_quantized_size=100, amsgrad=True)
-    _, state = _run(tx, params, grads[:2])
+
+    @jax.jit
+    def step(p, s, g):
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    state = tx.init(params)
+    for g in grads[:2]:
+        _, state = step(params, state, g)
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(tmp_path / "state", state)
     checkpointer.wait_until_finished()
@@ -216,8 +227,7 @@ def test_orbax_round_trip_is_bit_exact_and_resumes_identically(tmp_path):
     def resume(state):
         p = params
         for g in grads[2:]:
-            u, state = tx.update(g, state, p)
-            p = optax.apply_updates(p, u)
+            p, state = step(p, state, g)
         return p, state
 
     for a, b in zip(jax.tree.leaves(resume(restored)), jax.tree.leaves(resume(state)), strict=True):
@@ -261,12 +271,12 @@ def test_stochastic_rounding_is_unbiased(dtype):
     """The mean of n roundings of x is x: each is x's lower or upper neighbour,
     the upper with probability p = (x - low) / gap, so the mean's standard
     deviation is gap·sqrt(p(1-p)/n); allow 5 of them."""
-    n = 200_000
+    n = 50_000
     low = np.array([1.0, 3.0e-3, -7.5, 1.0e-6], np.float32).astype(dtype).astype(np.float32)
     high = np.nextafter(low.astype(dtype), np.array(np.inf, dtype)).astype(np.float32)
     fractions = np.array([0.5, 0.1, 0.9, 0.3])
     x = (low + fractions * (high - low)).astype(np.float32)
-    rounded = storage.stochastic_round(
+    rounded = jax.jit(storage.stochastic_round, static_argnums=1)(
         jnp.broadcast_to(jnp.asarray(x), (n, x.size)), dtype, jax.random.key(0)
     )
     assert rounded.dtype == dtype
@@ -303,31 +313,29 @@ def _nu_after(steps, g, nu0, stochastic):
     def step(state, _):
         return tx.update(g, state)[1], None
 
-    return np.asarray(jax.lax.scan(step, state, length=steps)[0].nu, np.float32)
+    return np.asarray(
+        jax.jit(jax.lax.scan, static_argnums=(0, 3))(step, state, None, steps)[0].nu, np.float32
+    )
 
 
 def test_bfloat16_nu_needs_stochastic_rounding_to_decay_and_grow():
     """b2 = 0.999: one step changes v by 0.1%, less than half a bfloat16 ulp
     (0.2-0.4%). With round-to-nearest, v cannot decay at all under zero
-    gradients, and fed constant small gradients it stalls at a fraction of
+    gradients (the first 1000 elements, v_0 = 1), and fed constant small
+    gradients (the last 1000, g = 1e-3, v_0 = 0) it stalls at a fraction of
     g²; with stochastic rounding it follows the float64 recursion on average.
-    The mean over 1000 elements: each element's v has a relative deviation of
-    about 5% (rounding noise of ~1/2 ulp per step, damped by b2), so 1% is
-    more than 4 standard errors."""
-    steps, b2 = 2000, 0.999
-    ones = jnp.ones(1000)
-    decayed = b2**steps  # v_T / v_0 with g = 0
-    rtn = _nu_after(steps, 0 * ones, ones, stochastic=False)
-    sr = _nu_after(steps, 0 * ones, ones, stochastic=True)
-    np.testing.assert_array_equal(rtn, 1.0)  # stuck
-    assert sr.mean() == pytest.approx(decayed, rel=0.01)
-
-    g = 1e-3
-    grown = (1 - b2**steps) * g**2  # v_T from v_0 = 0
-    rtn = _nu_after(steps, g * ones, 0 * ones, stochastic=False)
-    sr = _nu_after(steps, g * ones, 0 * ones, stochastic=True)
-    assert rtn.max() < 0.5 * grown
-    assert sr.mean() == pytest.approx(grown, rel=0.01)
+    Over 1000 elements: each element's v deviates by about 5% (rounding noise
+    of ~1/2 ulp per step, damped by b2), so 1% is over 4 standard errors."""
+    steps, b2, g = 1000, 0.999, 1e-3
+    grads = jnp.concatenate([jnp.zeros(1000), jnp.full(1000, g)])
+    nu0 = jnp.concatenate([jnp.ones(1000), jnp.zeros(1000)])
+    decayed, grown = b2**steps, (1 - b2**steps) * g**2  # v_T in float64
+    rtn = _nu_after(steps, grads, nu0, stochastic=False)
+    sr = _nu_after(steps, grads, nu0, stochastic=True)
+    np.testing.assert_array_equal(rtn[:1000], 1.0)  # stuck
+    assert rtn[1000:].max() < 0.5 * grown
+    assert sr[:1000].mean() == pytest.approx(decayed, rel=0.01)
+    assert sr[1000:].mean() == pytest.approx(grown, rel=0.01)
 
 
 # --- Composition --------------------------------------------------------------------------------
@@ -348,32 +356,38 @@ WRAPPERS = {
 
 @pytest.mark.parametrize("name", WRAPPERS)
 def test_8bit_composes_like_adam(name):
-    """Wrapped adam8bit against the same wrapper around float32 adam: the first
-    step is the same (both start from zero moments and use the fresh float32
-    moments for the update); later, as in the float64 comparison above, the
-    8-bit run may differ by 2% of lr per step on average, and by up to lr for
-    the few elements whose |g| is 1e-3 of their block's largest: their v sits
-    6 decades below the block's absmax, where the map has 1 or 2 codes per
-    decade (measured: 0.6 lr). The gradients carry a NaN at step 3, which
-    apply_if_finite must skip."""
+    """Each wrapper runs adam8bit (the gradients carry a NaN at step 3, which
+    apply_if_finite must skip), and keeps the 8-bit state of the big leaf. One
+    wrapper is checked against float32 adam in the same wrapper: the first step
+    is the same (both start from zero moments, and the update uses the fresh
+    float32 moments); later, as in the float64 comparison above, the 8-bit run
+    may differ by 2% of lr per step on average, and by up to lr for the few
+    elements whose |g| is 1e-3 of their block's largest: their v sits 6 decades
+    below the block's absmax, where the map has 1 or 2 codes per decade
+    (measured: 0.6 lr)."""
     rng = np.random.default_rng(7)
     params = {"w": jnp.asarray(rng.standard_normal((8, 600)), jnp.float32), "b": jnp.ones(5)}
     grads = [jax.tree.map(lambda p: jnp.asarray(rng.standard_normal(p.shape), p.dtype), params)]
-    grads += [jax.tree.map(lambda g, t=t: g * (1 + t) / 4, grads[0]) for t in range(1, 5)]
+    grads += [jax.tree.map(lambda g, t=t: g * (1 + t) / 4, grads[0]) for t in range(1, 4)]
     if name == "apply_if_finite":
         grads[2] = {**grads[2], "b": grads[2]["b"].at[0].set(jnp.nan)}
     ours, state = _run(WRAPPERS[name](adam_optax.adam8bit), params, grads)
-    theirs, _ = _run(WRAPPERS[name](adam_optax.adam), params, grads)
-    np.testing.assert_allclose(ours[0]["w"], theirs[0]["w"], rtol=1e-6, atol=1e-7)
-    for t, (a, b) in enumerate(zip(ours, theirs, strict=True), start=1):
-        assert np.all(np.isfinite(a["w"])) and np.all(np.isfinite(a["b"]))
-        np.testing.assert_allclose(a["b"], b["b"], rtol=1e-6)  # small: float32 moments
-        deviation = np.abs(np.asarray(a["w"]) - np.asarray(b["w"]))
-        assert deviation.mean() <= 0.02 * 1e-2 * t and deviation.max() <= 1e-2 * t
     quantized = [
         x for x in jax.tree.leaves(state, is_leaf=storage.is_quantized) if storage.is_quantized(x)
     ]
     assert len(quantized) == 2  # mu and nu of "w"
+    for a in ours:
+        assert np.all(np.isfinite(a["w"])) and np.all(np.isfinite(a["b"]))
+    if name == "apply_if_finite":
+        np.testing.assert_array_equal(ours[2]["b"], ours[1]["b"])  # the NaN step skipped
+    if name != "chain_clip_schedule":
+        return
+    theirs, _ = _run(WRAPPERS[name](adam_optax.adam), params, grads)
+    np.testing.assert_allclose(ours[0]["w"], theirs[0]["w"], rtol=1e-6, atol=1e-7)
+    for t, (a, b) in enumerate(zip(ours, theirs, strict=True), start=1):
+        np.testing.assert_allclose(a["b"], b["b"], rtol=1e-6)  # small: float32 moments
+        deviation = np.abs(np.asarray(a["w"]) - np.asarray(b["w"]))
+        assert deviation.mean() <= 0.02 * 1e-2 * t and deviation.max() <= 1e-2 * t
 
 
 def test_traced_block_size_at_init_says_to_make_it_static():
