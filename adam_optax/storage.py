@@ -155,6 +155,11 @@ def _per_element(per_block: jax.Array, shape: tuple[int, ...], block_size: int) 
 # --- The dynamic map, arithmetically -----------------------------------------------------------
 
 
+def _gather(table: np.ndarray, index: jax.Array) -> jax.Array:
+    """table[index], fused by XLA into its consumer; sharded like index (explicit axes)."""
+    return jnp.asarray(table).at[index].get(out_sharding=jax.typeof(index).sharding)
+
+
 def _encode_magnitude(a: jax.Array, bits: int) -> jax.Array:
     """The rank, in ``_magnitudes(bits)``, of the value nearest to a in [0, 1] (as float32).
 
@@ -179,7 +184,9 @@ def _encode_magnitude(a: jax.Array, bits: int) -> jax.Array:
 def _encode(x: jax.Array, signed: bool) -> jax.Array:
     """Codes (uint8) of x normalized to [-1, 1] (signed) or [0, 1].
 
-    All in float32 until the last conversion, which keeps XLA's loop vectorized.
+    Arithmetic, about 30 vector operations. A lookup bucketed by the float's
+    exponent and mantissa bits, and even a plain linear rounding, made the
+    8-bit step no faster on XLA:CPU: its time goes elsewhere (see ``apply``).
     """
     if signed:
         rank = _encode_magnitude(jnp.abs(x), _SIGNED_BITS)
@@ -193,14 +200,13 @@ def _decode(codes: jax.Array, signed: bool) -> jax.Array:
     XLA:CPU fuses the gather into its consumer and runs it fast, as long as
     there is one consumer; ``apply`` sees to that.
     """
-    table = jnp.asarray(code_map(signed))
-    # out_sharding: with explicit mesh axes, the result is sharded like the codes.
-    return table.at[codes.astype(jnp.int32)].get(out_sharding=jax.typeof(codes).sharding)
+    return _gather(code_map(signed), codes.astype(jnp.int32))
 
 
 def _encode_with(x: jax.Array, scales: jax.Array, signed: bool, block_size: int) -> QuantizedArray:
     """x stored with the given block scales, each >= its block's absmax."""
-    inverse = jnp.where(scales > 0, 1 / scales, 0)
+    # The barrier keeps XLA from recomputing the per-block inverse per element.
+    inverse = jax.lax.optimization_barrier(jnp.where(scales > 0, 1 / scales, 0))
     codes = _encode(x * _per_element(inverse, x.shape, block_size), signed)
     return QuantizedArray(codes, scales, tuple(x.shape), signed, block_size)
 
