@@ -1,6 +1,7 @@
 """What flax_mlp.py and flax_linen_mlp.py share, none of it about Flax or adam_optax."""
 
 import argparse
+import atexit
 import contextlib
 import dataclasses
 import os
@@ -14,8 +15,6 @@ from typing import Any
 
 import numpy as np
 from tqdm import tqdm
-
-NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")  # the layout of Keras's mnist.npz
 
 
 class UsageError(Exception):
@@ -40,8 +39,8 @@ class Dataset:
 
 
 def load_data(path: str | None = None) -> Dataset:
-    """`path`, a `.npz` with NPZ_KEYS such as MNIST's, or scikit-learn's 1,797 8x8 digits
-    (360 held out), checked; images flattened and scaled to [0, 1] (MNIST's: x / 255)."""
+    """`path`: a `.npz` with x_train, y_train, x_test, y_test, as MNIST's; by default scikit-
+    learn's 1,797 8x8 digits, 360 held out. Checks them, flattens and scales images to [0, 1]."""
     if path is None:
         from sklearn.datasets import load_digits  # a slow import: only when used
 
@@ -49,14 +48,14 @@ def load_data(path: str | None = None) -> Dataset:
         test, train = np.split(np.random.default_rng(0).permutation(len(x)), [360])
         x_train, y_train, x_test, y_test, where = x[train], y[train], x[test], y[test], "digits"
     else:
-        where = f"--data {path}"
+        where, keys = f"--data {path}", ("x_train", "y_train", "x_test", "y_test")
         _require(os.path.isfile(path), f"{where}: no such file")
         _require(zipfile.is_zipfile(path), f"{where}: not a .npz archive (as np.savez writes)")
         try:
             with np.load(path, allow_pickle=False) as npz:
-                missing = ", ".join(key for key in NPZ_KEYS if key not in npz.files)
-                _require(not missing, f"{where}: no {missing} in it; it needs {NPZ_KEYS}")
-                x_train, y_train, x_test, y_test = (npz[key] for key in NPZ_KEYS)
+                missing = ", ".join(key for key in keys if key not in npz.files)
+                _require(not missing, f"{where}: no {missing} in it; it needs {keys}")
+                x_train, y_train, x_test, y_test = (npz[key] for key in keys)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
             raise UsageError(f"{where}: cannot read it ({error})") from None
     for part, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
@@ -66,8 +65,7 @@ def load_data(path: str | None = None) -> Dataset:
         labels = y.dtype.kind in "iuf" and (y == np.round(y)).all() and y.min() >= 0
         _require(labels, f"{where}: y_{part} must hold class labels 0, 1, 2, ...")
     num_classes = int(y_train.max()) + 1
-    unseen = f"y_test has label {y_test.max()}, outside y_train's 0..{num_classes - 1}"
-    _require(y_test.max() < num_classes, f"{where}: {unseen}")
+    _require(y_test.max() < num_classes, f"{where}: y_test's label {y_test.max()} not in y_train")
     low, span = x_train.min(), np.ptp(x_train) or 1
     x_train, x_test = ((x.reshape(len(x), -1) - low) / span for x in (x_train, x_test))
     x_train, x_test = x_train.astype(np.float32), np.clip(x_test, 0, 1).astype(np.float32)
@@ -222,6 +220,7 @@ def exit_cleanly(config: argparse.Namespace) -> Iterator[None]:
     except KeyboardInterrupt:
         again = f"resumes from {config.checkpoint_dir}" if config.checkpoint_dir else "starts over"
         sys.stderr.write(f"{prog}: interrupted; the same command {again}\n")
+        atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)  # again: no traceback
         raise SystemExit(130) from None
     finally:
         signal.signal(signal.SIGINT, previous)
