@@ -13,8 +13,11 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 from tqdm import tqdm
+
+_ctrl_c_pressed = threading.Event()  # set by Ctrl-C within `exit_cleanly`, read by `batches`
 
 
 class UsageError(Exception):
@@ -190,7 +193,8 @@ class Checkpoints:
         changed = [f"{k}={v!r}, now {now[k]!r}" for k, v in saved["options"].items() if v != now[k]]
         _require(not changed, f"{where} holds a run with other options ({'; '.join(changed)})")
         try:
-            state = self.manager.restore(epoch, args=a.Composite(state=a.StandardRestore(state)))
+            host = jax.device_get(state)  # NumPy: the first step places them, as it does fresh ones
+            state = self.manager.restore(epoch, args=a.Composite(state=a.StandardRestore(host)))
         except Exception as error:  # orbax raises many types; its message is what helps
             raise UsageError(f"{where}: cannot restore epoch {epoch} ({error})") from None
         tqdm.write(f"resumed from {where} after epoch {epoch}")
@@ -201,9 +205,6 @@ class Checkpoints:
             run = self.args.JsonSave({"options": self.options, "history": vars(history)})
             both = self.args.Composite(state=self.args.StandardSave(state), run=run)
             self.manager.save(len(history.epoch_end), args=both)
-
-
-_ctrl_c_pressed = threading.Event()
 
 
 @contextlib.contextmanager
