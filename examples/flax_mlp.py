@@ -1,30 +1,33 @@
-"""Train an MLP classifier with Flax NNX and adam_optax.adamw.
+"""Train an MLP to classify handwritten digits, with Flax NNX and adam_optax.adamw.
 
-    python examples/flax_mlp.py                      # scikit-learn's 8x8 digits
-    python examples/flax_mlp.py --data mnist.npz --hidden 1000 1000   # the Adam paper's MLP
+    python examples/flax_mlp.py                                        # 8x8 digits
+    python examples/flax_mlp.py --data mnist.npz --hidden 1000 1000    # the Adam paper's MLP
 
-The optimizer is `optax.chain(optax.clip_by_global_norm(1.0), adam_optax.adamw(schedule,
-weight_decay=...))` with a warmup-cosine schedule (see common.make_optimizer). The script
-reads top to bottom: data, model, train_step, eval_step, train_and_evaluate; what it shares
-with flax_linen_mlp.py (data, optimizer, progress, checkpoints, plots, command line) is in
-common.py.
+Top to bottom: the data, the model, the optimizer, a jitted train step that updates the
+model and the optimizer in place, an eval step, the training loop and the command line.
+common.py holds what flax_linen_mlp.py shares with it: data loading, options, checkpoints.
 """
 
-from __future__ import annotations
-
+import argparse
 import functools
 import itertools
+import time
 from collections.abc import Sequence
 
 import common
 import jax
+import optax
 from flax import nnx
 
-# Data: common.load_data gives flattened images in [0, 1] and integer labels.
+import adam_optax
+
+# 1. The data: common.load_data() gives flattened images scaled to [0, 1] and integer
+#    labels: scikit-learn's 8x8 digits (1,437 to train on, 360 to test), or --data's .npz.
 
 
+# 2. The model: a multilayer perceptron.
 class MLP(nnx.Module):
-    """Dense layers of the given sizes with ReLU between them; the last returns logits."""
+    """Dense layers of the given sizes, with ReLU between them; the last returns logits."""
 
     def __init__(self, sizes: Sequence[int], *, rngs: nnx.Rngs):
         pairs = itertools.pairwise(sizes)
@@ -36,19 +39,37 @@ class MLP(nnx.Module):
         return self.layers[-1](x)
 
 
-def create_model(config: common.Config, data: common.Dataset) -> MLP:
-    return MLP([data.num_features, *config.hidden, data.num_classes], rngs=nnx.Rngs(config.seed))
+# 3. The optimizer: adam_optax.adamw is a drop-in for optax.adamw.
+def create_optimizer(config: argparse.Namespace, total_steps: int) -> optax.GradientTransformation:
+    """Clips the gradients to global norm 1, then takes an AdamW step whose learning rate
+    warms up linearly from 0 over the first 10% of the steps, then follows a cosine to 0."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=config.learning_rate,
+        warmup_steps=total_steps // 10,
+        decay_steps=total_steps,
+    )
+    adamw = adam_optax.adamw(schedule, weight_decay=config.weight_decay)
+    if config.optimizer == "optax.adamw":  # --compare-optax: the same run with optax's own
+        adamw = optax.adamw(schedule, weight_decay=config.weight_decay)
+    return optax.chain(optax.clip_by_global_norm(1.0), adamw)
 
 
-# nnx.jit donates the model's and the optimizer's buffers: the step updates them in place.
+# 4. The train and eval steps.
+def loss_and_accuracy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, (logits.argmax(axis=-1) == labels).mean()
+
+
+# Donating the model and the optimizer lets XLA update their arrays in place.
 @functools.partial(nnx.jit, donate_argnums=(0, 1))
 def train_step(
     model: MLP, optimizer: nnx.Optimizer, x: jax.Array, y: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """One AdamW step on a batch; returns the batch's loss and accuracy before the step."""
+    """One step on a batch; returns the batch's loss and accuracy before the step."""
 
     def loss_fn(model: MLP) -> tuple[jax.Array, jax.Array]:
-        return common.loss_and_accuracy(model(x), y)
+        return loss_and_accuracy(model(x), y)
 
     (loss, accuracy), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
@@ -57,34 +78,61 @@ def train_step(
 
 @nnx.jit
 def eval_step(model: MLP, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return common.loss_and_accuracy(model(x), y)
+    return loss_and_accuracy(model(x), y)
 
 
-def train_and_evaluate(config: common.Config, data: common.Dataset) -> tuple[MLP, common.History]:
-    """Trains `config.epochs` epochs (resuming from `config.checkpoint_dir` if it holds a
-    checkpoint), evaluating on the test set after each; returns the model and history."""
-    model = create_model(config, data)
-    optimizer = nnx.Optimizer(model, common.make_optimizer(config, data), wrt=nnx.Param)
+# 5. The training loop.
+def train_and_evaluate(
+    config: argparse.Namespace, data: common.Dataset
+) -> tuple[MLP, common.History]:
+    """Trains config.epochs epochs, evaluating on the test set after each, and returns the
+    model and the history. With --checkpoint-dir, saves after each epoch and resumes from
+    the latest save: a resumed run ends with the parameters of an uninterrupted one."""
+    steps_per_epoch = common.steps_per_epoch(config, data)
+    model = MLP([data.num_features, *config.hidden, data.num_classes], rngs=nnx.Rngs(config.seed))
+    tx = create_optimizer(config, config.epochs * steps_per_epoch)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
 
-    def checkpoint() -> dict[str, nnx.State]:
-        # The optimizer's state holds its step count and the optax state (mu, nu, ...).
+    def state() -> dict[str, nnx.State]:  # what a checkpoint holds, besides the history
         return {"params": nnx.state(model, nnx.Param), "optimizer": nnx.state(optimizer)}
 
-    with common.Run(config, data) as run:
-        restored = run.resume(checkpoint())
-        nnx.update(model, restored["params"])
-        nnx.update(optimizer, restored["optimizer"])
-        for epoch in run.epochs():
-            for x, y in run.batches(epoch):
-                loss, accuracy = train_step(model, optimizer, x, y)
-                run.log_step(loss, accuracy)
-            test_loss, test_accuracy = eval_step(model, data.x_test, data.y_test)
-            run.end_epoch(epoch, test_loss, test_accuracy, checkpoint())
-    return model, run.history
+    checkpoints = common.Checkpoints(config)  # with --checkpoint-dir
+    restored, history = checkpoints.restore(state())
+    nnx.update(model, restored["params"])
+    nnx.update(optimizer, restored["optimizer"])  # its step count, mu and nu
+    print(f"{config.optimizer}: {config.epochs} epochs of {steps_per_epoch} steps", flush=True)
+    for epoch in range(len(history.epoch_end), config.epochs):
+        for x, y in common.batches(config, data, epoch):  # stops here on Ctrl-C
+            loss, accuracy = train_step(model, optimizer, x, y)
+            history.log_step(loss, accuracy)
+        history.log_epoch(*eval_step(model, data.x_test, data.y_test))
+        checkpoints.save(state(), history)
+    return model, history
 
 
-def main(argv: Sequence[str] | None = None) -> common.History:
-    return common.main(argv, train_and_evaluate, __doc__)
+# 6. The command line.
+def main(argv: Sequence[str] | None = None) -> dict[str, common.History]:
+    """Runs the command line `argv`; returns the history of each optimizer it trained."""
+    config = common.parse_args(argv, __doc__)
+    with common.exit_cleanly(config):  # bad input and Ctrl-C: one line, no traceback
+        start = time.perf_counter()
+        data = common.load_data(config.data)
+        histories = {config.optimizer: train_and_evaluate(config, data)[1]}
+        seconds = time.perf_counter() - start
+        if config.compare_optax:
+            reference = argparse.Namespace(
+                **{**vars(config), "optimizer": "optax.adamw", "checkpoint_dir": None}
+            )
+            histories[reference.optimizer] = train_and_evaluate(reference, data)[1]
+            print("compare_optax:", common.compare(*histories.values()))
+        if config.plot is not None:
+            common.plot(histories, config.plot)
+    history = histories[config.optimizer]
+    print(
+        f"test_accuracy={history.test_accuracy[-1]:.4f} loss={history.test_loss[-1]:.4f} "
+        f"steps={len(history.train_loss)} seconds={seconds:.1f}"
+    )
+    return histories
 
 
 if __name__ == "__main__":
