@@ -2,22 +2,43 @@
 
 from optax import ScaleByAdamState, ScaleByAmsgradState
 
-from adam_optax.aliases import adam, adamax, adamaxw, adamw, amsgrad, nadam, nadamw
-from adam_optax.transforms import scale_by_adam, scale_by_adamax, scale_by_amsgrad
+from adam_optax.aliases import (
+    adam,
+    adam8bit,
+    adamax,
+    adamaxw,
+    adamw,
+    adamw8bit,
+    amsgrad,
+    nadam,
+    nadamw,
+)
+from adam_optax.storage import QuantizedArray, dequantize
+from adam_optax.transforms import (
+    scale_by_adam,
+    scale_by_adam8bit,
+    scale_by_adamax,
+    scale_by_amsgrad,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "QuantizedArray",
     "ScaleByAdamState",
     "ScaleByAmsgradState",
     "adam",
+    "adam8bit",
     "adamax",
     "adamaxw",
     "adamw",
+    "adamw8bit",
     "amsgrad",
+    "dequantize",
     "nadam",
     "nadamw",
     "scale_by_adam",
+    "scale_by_adam8bit",
     "scale_by_adamax",
     "scale_by_amsgrad",
 ]

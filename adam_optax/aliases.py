@@ -20,7 +20,12 @@ from typing import Any
 import optax
 
 from adam_optax import checks
-from adam_optax.transforms import scale_by_adam, scale_by_adamax, scale_by_amsgrad
+from adam_optax.transforms import (
+    scale_by_adam,
+    scale_by_adam8bit,
+    scale_by_adamax,
+    scale_by_amsgrad,
+)
 
 ScalarOrSchedule = float | Any  # a number, a scalar array, or a schedule: step -> value
 
@@ -53,13 +58,16 @@ def adam(
     nesterov: bool = False,
     amsgrad: bool = False,
     eps_hat: bool = False,
+    stochastic_rounding: bool = False,
+    seed: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
     """Adam (Kingma & Ba, 2014): θ_t = θ_{t-1} - lr · m̂_t / (sqrt(v̂_t + eps_root) + eps).
 
     Args:
       learning_rate: a number >= 0 or a schedule (step -> number).
-      b1, b2, eps, eps_root, mu_dtype, nu_dtype, nesterov, amsgrad, eps_hat: as
-        in ``scale_by_adam``, whose docstring carries the math.
+      b1, b2, eps, eps_root, mu_dtype, nu_dtype, nesterov, amsgrad, eps_hat,
+        stochastic_rounding, seed: as in ``scale_by_adam``, whose docstring
+        carries the math.
 
     Example:
       >>> import jax.numpy as jnp, optax, adam_optax
@@ -81,6 +89,8 @@ def adam(
             nesterov=nesterov,
             amsgrad=amsgrad,
             eps_hat=eps_hat,
+            stochastic_rounding=stochastic_rounding,
+            seed=seed,
         ),
         learning_rate,
     )
@@ -100,6 +110,8 @@ def adamw(
     nesterov: bool = False,
     amsgrad: bool = False,
     eps_hat: bool = False,
+    stochastic_rounding: bool = False,
+    seed: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
     """AdamW (Loshchilov & Hutter, 2019): Adam plus decoupled weight decay.
 
@@ -122,6 +134,8 @@ def adamw(
             nesterov=nesterov,
             amsgrad=amsgrad,
             eps_hat=eps_hat,
+            stochastic_rounding=stochastic_rounding,
+            seed=seed,
         ),
         learning_rate,
         weight_decay,
@@ -141,6 +155,8 @@ def nadam(
     nesterov: bool = True,
     amsgrad: bool = False,
     eps_hat: bool = False,
+    stochastic_rounding: bool = False,
+    seed: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
     """NAdam (Dozat, 2016): ``adam`` with ``nesterov=True``, optax's formula."""
     return adam(
@@ -154,6 +170,8 @@ def nadam(
         nesterov=nesterov,
         amsgrad=amsgrad,
         eps_hat=eps_hat,
+        stochastic_rounding=stochastic_rounding,
+        seed=seed,
     )
 
 
@@ -171,6 +189,8 @@ def nadamw(
     nesterov: bool = True,
     amsgrad: bool = False,
     eps_hat: bool = False,
+    stochastic_rounding: bool = False,
+    seed: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
     """NAdamW: ``adamw`` with ``nesterov=True``, optax's formula."""
     return adamw(
@@ -186,6 +206,8 @@ def nadamw(
         nesterov=nesterov,
         amsgrad=amsgrad,
         eps_hat=eps_hat,
+        stochastic_rounding=stochastic_rounding,
+        seed=seed,
     )
 
 
@@ -241,3 +263,86 @@ def adamaxw(
 ) -> optax.GradientTransformationExtraArgs:
     """AdaMax with decoupled weight decay, as ``adamw`` adds it to Adam."""
     return _finish(scale_by_adamax(b1, b2, eps), learning_rate, weight_decay, mask)
+
+
+def adam8bit(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    *,
+    nesterov: bool = False,
+    amsgrad: bool = False,
+    eps_hat: bool = False,
+    block_size: int = 256,
+    min_quantized_size: int = 4096,
+) -> optax.GradientTransformationExtraArgs:
+    """``adam`` with 8-bit blockwise moments (Dettmers et al. 2021): a quarter of the memory.
+
+    Leaves of at least ``min_quantized_size`` elements store m and v as uint8
+    codes plus a float32 scale per ``block_size`` elements of the last axis;
+    see ``scale_by_adam8bit`` for the format and the math.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, adam_optax
+      >>> tx = adam_optax.adam8bit(0.1, min_quantized_size=2)
+      >>> params = {"w": jnp.array([1.0, -2.0])}
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update({"w": jnp.array([0.5, -0.5])}, state, params)
+      >>> optax.apply_updates(params, updates)["w"].round(4)
+      Array([ 0.9, -1.9], dtype=float32)
+      >>> state[0].mu["w"].codes.dtype
+      dtype('uint8')
+    """
+    return _finish(
+        scale_by_adam8bit(
+            b1,
+            b2,
+            eps,
+            eps_root,
+            nesterov=nesterov,
+            amsgrad=amsgrad,
+            eps_hat=eps_hat,
+            block_size=block_size,
+            min_quantized_size=min_quantized_size,
+        ),
+        learning_rate,
+    )
+
+
+def adamw8bit(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    weight_decay: ScalarOrSchedule = 1e-4,
+    mask: Any = None,
+    *,
+    nesterov: bool = False,
+    amsgrad: bool = False,
+    eps_hat: bool = False,
+    block_size: int = 256,
+    min_quantized_size: int = 4096,
+) -> optax.GradientTransformationExtraArgs:
+    """``adamw`` with 8-bit blockwise moments: ``adam8bit`` plus decoupled weight decay.
+
+    Args: as in ``adamw`` (weight_decay, mask) and ``adam8bit`` (the rest).
+    """
+    return _finish(
+        scale_by_adam8bit(
+            b1,
+            b2,
+            eps,
+            eps_root,
+            nesterov=nesterov,
+            amsgrad=amsgrad,
+            eps_hat=eps_hat,
+            block_size=block_size,
+            min_quantized_size=min_quantized_size,
+        ),
+        learning_rate,
+        weight_decay,
+        mask,
+    )

@@ -128,12 +128,71 @@ def inexact_params(params: Any) -> None:
             )
 
 
-def updates_match(updates: Any, moments: Any) -> None:
+def _integer(name: str, value: Any) -> int | None:
+    """Returns ``value`` as a Python int, or None when it is traced.
+
+    Integer scalar arrays are accepted, as ``optax.inject_hyperparams`` turns
+    every numeric argument into one.
+    """
+    dtype = None if isinstance(value, (bool, np.bool_)) else getattr(value, "dtype", None)
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if not is_int and (dtype is None or not jnp.issubdtype(dtype, jnp.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}.")
+    if jnp.ndim(value) != 0:
+        raise ValueError(f"{name} must be a scalar, got an array of shape {jnp.shape(value)}.")
+    return None if _is_traced(value) else int(value)
+
+
+def block_size(value: Any) -> None:
+    """Checks the block length of 8-bit moments: an integer >= 1."""
+    number = _integer("block_size", value)
+    if number is not None and number < 1:
+        raise ValueError(f"block_size must be a positive integer, got {number}.")
+
+
+def min_quantized_size(value: Any) -> None:
+    """Checks the smallest leaf size that gets 8-bit moments: an integer >= 0."""
+    number = _integer("min_quantized_size", value)
+    if number is not None and number < 0:
+        raise ValueError(f"min_quantized_size must be >= 0, got {number}.")
+
+
+def static_integer(name: str, value: Any) -> int:
+    """A value that sets array shapes, as a Python int; traced values cannot."""
+    if _is_traced(value):
+        raise TypeError(
+            f"{name} sets the state's shapes, so it must be known when tracing, but it "
+            f"is traced. Under optax.inject_hyperparams, pass static_args=({name!r}, ...) "
+            f"or call init outside jax.jit."
+        )
+    return int(value)
+
+
+def seed(value: Any) -> None:
+    """Checks a random seed: an integer in [0, 2**32)."""
+    number = _integer("seed", value)
+    if number is not None and not 0 <= number < 2**32:
+        raise ValueError(f"seed must be in [0, 2**32), got {number}.")
+
+
+def sixteen_bit_state(mu_dtype: Any, nu_dtype: Any) -> None:
+    """Checks that stochastic rounding has a 16-bit moment to round to."""
+    dtypes = [jnp.dtype(d) for d in (mu_dtype, nu_dtype) if d is not None]
+    if not any(d in _LOW_PRECISION for d in dtypes):
+        raise ValueError(
+            f"stochastic_rounding applies to 16-bit state only, got mu_dtype="
+            f"{mu_dtype!r} and nu_dtype={nu_dtype!r}. Set mu_dtype and/or nu_dtype "
+            f"to jnp.bfloat16 or jnp.float16, or leave stochastic_rounding False."
+        )
+
+
+def updates_match(updates: Any, moments: Any, is_leaf: Any = None) -> None:
     """Checks that gradients have the state's tree structure and leaf shapes.
 
     Shapes are static under ``jax.jit``, so this runs at trace time.
+    ``is_leaf`` tells which state nodes stand for one parameter leaf.
     """
-    expected = jax.tree.structure(moments)
+    expected = jax.tree.structure(moments, is_leaf=is_leaf)
     got = jax.tree.structure(updates)
     if got != expected:
         raise ValueError(
@@ -142,7 +201,9 @@ def updates_match(updates: Any, moments: Any) -> None:
             f"  state:     {expected}"
         )
     for (path, g), m in zip(
-        jax.tree_util.tree_leaves_with_path(updates), jax.tree.leaves(moments), strict=True
+        jax.tree_util.tree_leaves_with_path(updates),
+        jax.tree.leaves(moments, is_leaf=is_leaf),
+        strict=True,
     ):
         if np.shape(g) != np.shape(m):
             raise ValueError(

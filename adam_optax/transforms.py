@@ -9,13 +9,16 @@ Kingma & Ba (2014), Algorithm 1, for a gradient g at step t = 1, 2, ...::
 
 The learning rate and the sign are applied by the aliases (``adam`` and
 friends), as in optax. Dtype rules, stated once: the moments are stored in
-their state dtypes; the step's arithmetic, the hyperparameters and the bias
-corrections are in at least float32 (``_compute_dtype``); the update comes
-back in the gradient's dtype.
+their state formats (``storage``: a dtype, 16-bit with stochastic rounding, or
+8-bit blocks), which the step reads and writes without knowing them; the
+step's arithmetic, the hyperparameters and the bias corrections are in at
+least float32 (``_compute_dtype``); the update comes back in the gradient's
+dtype.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -23,7 +26,7 @@ import jax.numpy as jnp
 import optax
 from optax import ScaleByAdamState, ScaleByAmsgradState
 
-from adam_optax import checks
+from adam_optax import checks, storage
 
 _INT32_MAX = jnp.iinfo(jnp.int32).max
 
@@ -72,22 +75,30 @@ def _increment(count: jax.Array) -> jax.Array:
 # leaf shape and dtype, not once per leaf. XLA inlines the calls, so the
 # compiled step is the same; eager ``update`` makes one dispatch per leaf.
 @jax.jit
-def _adam_leaf(g, mu, nu, nu_max, k: _Scalars):
-    """One Adam step for one leaf. Returns (update, mu, nu, nu_max)."""
-    dtype = _compute_dtype(g.dtype, mu.dtype)
+def _adam_leaf(g, mu, nu, nu_max, k: _Scalars, key=None):
+    """One Adam step for one leaf. Returns (update, mu, nu, nu_max).
+
+    The moments are read and written through ``storage``, whatever their
+    format; ``key`` (None unless stochastic rounding is on) gives the random
+    bits for this leaf and step.
+    """
+    dtype = _compute_dtype(g.dtype, storage.stored_dtype(mu))
     k = jax.tree.map(lambda s: s.astype(_real(dtype)), k)
+    keys = (None, None, None) if key is None else tuple(jax.random.split(key, 3))
     g32 = g.astype(dtype)
-    mu_new = k.b1 * mu.astype(dtype) + k.one_minus_b1 * g32
-    nu_new = k.b2 * nu.astype(_real(dtype)) + k.one_minus_b2 * jnp.real(g32 * jnp.conj(g32))
+    mu_new = k.b1 * storage.read(mu, dtype) + k.one_minus_b1 * g32
+    nu_new = k.b2 * storage.read(nu, _real(dtype)) + k.one_minus_b2 * jnp.real(g32 * jnp.conj(g32))
     nu_den = nu_new
     if nu_max is not None:
-        nu_den = jnp.maximum(nu_max.astype(_real(dtype)), nu_new * k.nu_max_scale)
-        nu_max = nu_den.astype(nu_max.dtype)
+        nu_den = jnp.maximum(storage.read(nu_max, _real(dtype)), nu_new * k.nu_max_scale)
+        nu_max = storage.write(nu_den, nu_max, keys[2])
     m_hat = mu_new * k.mu_scale
     if k.g_scale is not None:
         m_hat = m_hat + g32 * k.g_scale
     update = m_hat / (jnp.sqrt(nu_den * k.nu_scale + k.eps_root) + k.eps)
-    return update.astype(g.dtype), mu_new.astype(mu.dtype), nu_new.astype(nu.dtype), nu_max
+    mu_new = storage.write(mu_new, mu, keys[0])
+    nu_new = storage.write(nu_new, nu, keys[1])
+    return update.astype(g.dtype), mu_new, nu_new, nu_max
 
 
 @jax.jit
@@ -116,18 +127,41 @@ def _map_leaves(fn, n_out: int, *trees):
     return tuple(treedef.unflatten([row[i] for row in rows]) for i in range(n_out))
 
 
-def _zeros_like(param: Any, dtype: Any) -> jax.Array:
-    """Zeros with the param's shape and, where it has one, its sharding.
+def _zeros_like(param: Any, dtype: Any, fill: int = 0, last: int | None = None) -> jax.Array:
+    """``fill`` with the param's shape and, where it has one, its sharding.
 
     ``param`` may be an array, a ``jax.ShapeDtypeStruct`` or a tracer. A tracer
     carries its sharding when the mesh axes are explicit. Arrays not committed
     to a device keep the zeros uncommitted too, so that a jitted step returns
-    what it was given and is not compiled a second time.
+    what it was given and is not compiled a second time. ``last`` replaces the
+    last axis's length (for block scales), which is then not sharded.
     """
     if isinstance(param, jax.core.Tracer):
-        return jnp.zeros_like(param, dtype)
+        if last is not None:
+            param = param[..., :last]
+        return jnp.full_like(param, fill, dtype) if fill else jnp.zeros_like(param, dtype)
+    shape = jnp.shape(param)
     sharding = getattr(param, "sharding", None) if getattr(param, "committed", True) else None
-    return jnp.zeros(jnp.shape(param), dtype, device=sharding)
+    if last is not None:
+        shape = (*shape[:-1], last)
+        if isinstance(sharding, jax.sharding.NamedSharding):
+            spec = tuple(sharding.spec)[: len(shape) - 1]
+            sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec))
+    if fill:
+        return jnp.full(shape, fill, dtype, device=sharding)
+    return jnp.zeros(shape, dtype, device=sharding)
+
+
+def _quantized_zeros(param: Any, signed: bool, block_size: int) -> storage.QuantizedArray:
+    """A zero moment for ``param`` as 8-bit codes (sharded like it) and block scales."""
+    shape = tuple(jnp.shape(param))
+    return storage.QuantizedArray(
+        codes=_zeros_like(param, jnp.uint8, fill=storage.zero_code(signed)),
+        scales=_zeros_like(param, jnp.float32, last=storage.blocks_per_row(shape, block_size)),
+        shape=shape,
+        signed=signed,
+        block_size=block_size,
+    )
 
 
 def _init_count(params: Any) -> jax.Array:
@@ -147,22 +181,56 @@ def _init_count(params: Any) -> jax.Array:
     return jnp.zeros([], jnp.int32)
 
 
-def _init_moments(params: Any, mu_dtype: Any, nu_dtype: Any, *, squares: bool = True):
+class _Blocks(NamedTuple):
+    """Which leaves get 8-bit blockwise moments, and their block length."""
+
+    block_size: Any  # an int; an int32 array under optax.inject_hyperparams
+    min_quantized_size: Any
+
+    def applies(self, param: Any) -> bool:
+        """Real leaves of at least one axis and ``min_quantized_size`` elements."""
+        shape = jnp.shape(param)
+        smallest = checks.static_integer("min_quantized_size", self.min_quantized_size)
+        return (
+            len(shape) >= 1
+            and math.prod(shape) >= smallest
+            and not jnp.issubdtype(param.dtype, jnp.complexfloating)
+        )
+
+    def zeros(self, param: Any, signed: bool) -> storage.QuantizedArray:
+        """A zero 8-bit moment for ``param``."""
+        return _quantized_zeros(param, signed, checks.static_integer("block_size", self.block_size))
+
+
+def _init_moments(
+    params: Any,
+    mu_dtype: Any,
+    nu_dtype: Any,
+    *,
+    squares: bool = True,
+    blocks: _Blocks | None = None,
+):
     """Zero moments: mu in mu_dtype (complex for complex params), nu real.
 
     With ``squares`` (nu holds |g|², not AdaMax's |g|), nu defaults to float32
     for float16 params: (1-b2)·g² rounds to 0 in float16 for |g| < 5.5e-3,
-    and a later zero gradient would then divide m̂ by eps alone.
+    and a later zero gradient would then divide m̂ by eps alone. With
+    ``blocks``, the leaves it applies to get 8-bit moments instead: m signed,
+    v unsigned.
     """
     checks.inexact_params(params)
 
     def mu_zeros(p):
+        if blocks is not None and blocks.applies(p):
+            return blocks.zeros(p, signed=True)
         dtype = p.dtype if mu_dtype is None else mu_dtype
         if jnp.issubdtype(p.dtype, jnp.complexfloating):
             dtype = jnp.result_type(dtype, jnp.complex64)
         return _zeros_like(p, dtype)
 
     def nu_zeros(p):
+        if blocks is not None and blocks.applies(p):
+            return blocks.zeros(p, signed=False)
         dtype = nu_dtype
         if dtype is None:
             dtype = _real(p.dtype)
@@ -181,14 +249,30 @@ def _check_decays_and_eps(b1, b2, eps, eps_root=0.0) -> None:
 
 
 def _adam_family(
-    b1, b2, eps, eps_root, mu_dtype, nu_dtype, *, nesterov, max_convention, eps_hat, correct_mu=True
+    b1,
+    b2,
+    eps,
+    eps_root,
+    mu_dtype,
+    nu_dtype,
+    *,
+    nesterov,
+    max_convention,
+    eps_hat,
+    correct_mu=True,
+    stochastic_rounding=False,
+    seed=0,
+    blocks: _Blocks | None = None,
 ) -> optax.GradientTransformation:
     """Builds every Adam variant; they differ only in their per-step scalars.
 
     ``max_convention`` is None (no AMSGrad), "raw" (the max of v_t, then the
     bias correction: PyTorch and Keras) or "corrected" (the max of v̂_t: optax's
     ``amsgrad``) or "uncorrected" (the max of v_t, never corrected: optax's
-    ``amsgrad(bias_correction_nu=False)``).
+    ``amsgrad(bias_correction_nu=False)``). The storage of the moments is
+    ``mu_dtype``/``nu_dtype``, with ``stochastic_rounding`` for 16-bit ones
+    (random bits from ``seed``, the step count and the leaf's index), or
+    8-bit ``blocks``.
     """
     _check_decays_and_eps(b1, b2, eps, eps_root)
     checks.state_dtype("mu_dtype", mu_dtype)
@@ -197,11 +281,15 @@ def _adam_family(
         ("nesterov", nesterov),
         ("eps_hat", eps_hat),
         ("bias_correction_mu", correct_mu),
+        ("stochastic_rounding", stochastic_rounding),
     ):
         checks.flag(name, value)
+    checks.seed(seed)
+    if stochastic_rounding:
+        checks.sixteen_bit_state(mu_dtype, nu_dtype)
 
     def init_fn(params):
-        mu, nu = _init_moments(params, mu_dtype, nu_dtype)
+        mu, nu = _init_moments(params, mu_dtype, nu_dtype, blocks=blocks)
         count = _init_count(params)
         if max_convention is None:
             return ScaleByAdamState(count=count, mu=mu, nu=nu)
@@ -211,17 +299,25 @@ def _adam_family(
 
     def update_fn(updates, state, params=None):
         del params
-        checks.updates_match(updates, state.mu)
+        checks.updates_match(updates, state.mu, is_leaf=storage.is_quantized)
         count = _increment(state.count)
         k = _scalars(count, b1, b2, eps, eps_root, nesterov, max_convention, eps_hat, correct_mu)
         nu_max = getattr(state, "nu_max", None)
+        keys = None
+        if stochastic_rounding:
+            treedef = jax.tree.structure(updates)
+            step_key = jax.random.fold_in(jax.random.key(seed), count)
+            keys = treedef.unflatten(
+                [jax.random.fold_in(step_key, i) for i in range(treedef.num_leaves)]
+            )
         updates, mu, nu, nu_max = _map_leaves(
-            lambda g, m, v, vmax: _adam_leaf(g, m, v, vmax, k),
+            lambda g, m, v, vmax, key: _adam_leaf(g, m, v, vmax, k, key),
             4,
             updates,
             state.mu,
             state.nu,
             nu_max,
+            keys,
         )
         if max_convention is None:
             return updates, ScaleByAdamState(count=count, mu=mu, nu=nu)
@@ -273,6 +369,8 @@ def scale_by_adam(
     nesterov: bool = False,
     amsgrad: bool = False,
     eps_hat: bool = False,
+    stochastic_rounding: bool = False,
+    seed: int = 0,
 ) -> optax.GradientTransformation:
     r"""Rescales updates by Adam (Kingma & Ba, 2014, Algorithm 1).
 
@@ -301,6 +399,14 @@ def scale_by_adam(
     eps_hat: the ε̂ of the paper's §2 efficiency note, as TensorFlow and Keras
       do it: eps is added to sqrt(v_t) before the bias correction, so the
       denominator is sqrt(v̂_t) + eps / sqrt(1-b2^t).
+    stochastic_rounding: store the bfloat16 or float16 moments (set by
+      ``mu_dtype``/``nu_dtype``, one of which must be 16-bit) by unbiased
+      stochastic rounding instead of round-to-nearest (Gupta et al. 2015;
+      Zamirai et al. 2020): E[stored] = computed. With round-to-nearest and
+      b2 = 0.999, a bfloat16 v cannot decay (0.999 v rounds back to v) and
+      small (1-b2) g² increments are lost. Default False.
+    seed: the random bits of stochastic rounding derive from it, the step
+      count and the leaf's index, so a run is reproducible. Default 0.
 
   Returns:
     A ``GradientTransformation`` with state ``ScaleByAdamState(count, mu,
@@ -326,6 +432,88 @@ def scale_by_adam(
         nesterov=nesterov,
         max_convention="raw" if amsgrad else None,
         eps_hat=eps_hat,
+        stochastic_rounding=stochastic_rounding,
+        seed=seed,
+    )
+
+
+def scale_by_adam8bit(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    *,
+    nesterov: bool = False,
+    amsgrad: bool = False,
+    eps_hat: bool = False,
+    block_size: int = 256,
+    min_quantized_size: int = 4096,
+) -> optax.GradientTransformation:
+    r"""``scale_by_adam`` with 8-bit blockwise moments (Dettmers et al. 2021).
+
+    The math is ``scale_by_adam``'s, computed in float32; only the storage
+    differs. For every real leaf with at least ``min_quantized_size`` elements
+    (and at least one axis), m and v are stored as uint8 codes of the leaf's
+    shape plus one float32 scale per block: 2 + 8/``block_size`` bytes per
+    parameter for both, instead of 8. Each step reads them back, updates them
+    in float32, computes the update from the float32 values, and stores them
+    again:
+
+    .. math::
+        s_B = \max_{i \in B} |x_i|, \quad
+        \mathrm{code}_i = \mathrm{argmin}_c |Q[c] - x_i / s_B|, \quad
+                ilde x_i = Q[\mathrm{code}_i]\, s_B,
+
+    with Q the dynamic code map, signed for m and unsigned for v
+    (``adam_optax.storage.code_map``): exact at 0 and at each block's absmax,
+    and relative steps of 0.9/64 (m) and 0.9/128 (v) of the absmax in the top
+    decade, halving in each decade below, down to 1e-6 and 1e-7.
+
+    Blocks are ``block_size`` consecutive elements along the last axis, so a
+    leaf sharded on its leading axes keeps each block on one device. When
+    ``block_size`` does not divide the last axis, each row's last block is
+    shorter (the codes are never padded); a last axis shorter than
+    ``block_size`` is one block per row. Smaller leaves, scalars and complex
+    leaves keep float32 (complex64) moments.
+
+    Args:
+      b1, b2, eps, eps_root, nesterov, amsgrad, eps_hat: as in
+        ``scale_by_adam``. With amsgrad, the running max is stored like v.
+      block_size: elements per block, a positive integer. Default 256, as
+        bitsandbytes and torchao.
+      min_quantized_size: leaves with fewer elements keep float32 moments,
+        an integer >= 0. Default 4096, as bitsandbytes.
+
+    Returns:
+      A ``GradientTransformation`` with state ``ScaleByAdamState(count, mu,
+      nu)`` (``ScaleByAmsgradState`` with amsgrad) whose large leaves are
+      ``adam_optax.storage.QuantizedArray`` nodes; ``adam_optax.dequantize``
+      reads them back.
+
+    Example:
+      >>> import jax.numpy as jnp, adam_optax
+      >>> tx = adam_optax.scale_by_adam8bit(min_quantized_size=4)
+      >>> state = tx.init({"w": jnp.ones((2, 4))})
+      >>> state.mu["w"].codes.dtype, state.mu["w"].scales.shape
+      (dtype('uint8'), (2, 1))
+      >>> updates, state = tx.update({"w": jnp.full((2, 4), 0.5)}, state)
+      >>> updates["w"][0].round(4)  # the first step's direction is g / |g|
+      Array([1., 1., 1., 1.], dtype=float32)
+    """
+    checks.flag("amsgrad", amsgrad)
+    checks.block_size(block_size)
+    checks.min_quantized_size(min_quantized_size)
+    return _adam_family(
+        b1,
+        b2,
+        eps,
+        eps_root,
+        jnp.float32,
+        jnp.float32,
+        nesterov=nesterov,
+        max_convention="raw" if amsgrad else None,
+        eps_hat=eps_hat,
+        blocks=_Blocks(block_size, min_quantized_size),
     )
 
 

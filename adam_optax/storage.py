@@ -1,0 +1,276 @@
+"""How a moment is stored and read back: the storage codec beside the Adam math.
+
+The per-leaf Adam step (``transforms._adam_leaf``) reads a stored moment with
+``read`` and stores the new one with ``write``; it never looks at the format.
+A moment is stored in one of three ways, decided once at ``init``:
+
+- **plain**: an array of the state dtype, written with round-to-nearest
+  (``x.astype(dtype)``). The float32 default; nothing else happens.
+- **16-bit with stochastic rounding**: a bfloat16 or float16 array, written by
+  rounding each value up or down at random, with the probability that makes
+  the rounding unbiased: E[SR(x)] = x (Gupta et al. 2015, "Deep Learning with
+  Limited Numerical Precision"; Zamirai et al. 2020, "Revisiting BFloat16
+  Training"). Round-to-nearest loses every update smaller than half a unit in
+  the last place: with 8 significant bits, ``0.999 · v`` rounds back to ``v``.
+- **8-bit blockwise** (Dettmers et al. 2021, "8-bit Optimizers via Block-wise
+  Quantization"): a ``QuantizedArray`` of uint8 codes of the leaf's shape and
+  one float32 scale per block of ``block_size`` consecutive elements along the
+  last axis. A value x in a block with absmax s is stored as the code of the
+  map value nearest to x / s, and read back as ``CODE_MAP[code] · s``.
+
+The code maps are the "dynamic" maps of Dettmers et al., built from their
+description: a magnitude in decade e (10^-(e+1), 10^-e] is e leading zero bits,
+an indicator bit and a linear fraction in the remaining bits, so each decade
+has half the steps of the one above it. With ``b`` bits for the exponent and
+fraction (7 unsigned, for v >= 0; 6 signed, for m, plus a sign), decade
+e = 0..b-1 holds 2^(b-e) equally spaced values ending at 10^-e, and
+[0, 10^-b] holds just 0 and 10^-b. Relative to the block's absmax, the
+largest gap is 0.9/128 (unsigned) and 0.9/64 (signed), at the top decade;
+values down to 1e-7 (unsigned) and 1e-6 (signed) are nonzero. Here the codes
+are the values' ranks (code 0 is the smallest value), so that encoding is
+arithmetic: a few comparisons to find the decade, then one rounding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_SIXTEEN_BIT = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
+def _magnitudes(bits: int) -> np.ndarray:
+    """The dynamic map's magnitudes in [0, 1], ascending: 2^bits values, 0 first."""
+    values = [0.0, 10.0**-bits]
+    for e in reversed(range(bits)):
+        n = 2 ** (bits - e)
+        top, bottom = 10.0**-e, 10.0 ** -(e + 1)
+        values += [bottom + (top - bottom) * i / n for i in range(1, n + 1)]
+    return np.asarray(values)
+
+
+_UNSIGNED_BITS, _SIGNED_BITS = 7, 6
+_UNSIGNED_MAP = _magnitudes(_UNSIGNED_BITS)  # 256 values, 0 .. 1
+_SIGNED_MAGNITUDES = _magnitudes(_SIGNED_BITS)  # 128 values, 0 .. 1
+_SIGNED_ZERO = len(_SIGNED_MAGNITUDES) - 1  # 127, the code of 0
+# 255 values -1 .. 1; the unused code 255 repeats 1 so every uint8 decodes.
+_SIGNED_MAP = np.concatenate([-_SIGNED_MAGNITUDES[:0:-1], _SIGNED_MAGNITUDES, [1.0]])
+
+
+def code_map(signed: bool) -> np.ndarray:
+    """The 256 float32 values the codes stand for, code i -> ``code_map(signed)[i]``.
+
+    Ascending (the signed map's last entry repeats 1.0), with 0 and 1 exact.
+    """
+    return (_SIGNED_MAP if signed else _UNSIGNED_MAP).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizedArray:
+    """A float array stored as 8-bit codes and one float32 scale per block.
+
+    Attributes:
+      codes: uint8, the array's shape: code i stands for ``code_map(signed)[i]``.
+      scales: float32, shape ``shape[:-1] + (ceil(shape[-1] / block,)``,
+        where ``block = min(block_size, shape[-1])``: each block's absmax.
+      shape: the stored array's shape (static).
+      signed: whether the signed map is used (static): True for m, False for v.
+      block_size: the block length along the last axis (static).
+
+    A registered pytree node with codes and scales as children, so jit,
+    donation, checkpointing and sharding treat it as two arrays.
+    """
+
+    codes: jax.Array
+    scales: jax.Array
+    shape: tuple[int, ...] = dataclasses.field(metadata={"static": True})
+    signed: bool = dataclasses.field(metadata={"static": True})
+    block_size: int = dataclasses.field(metadata={"static": True})
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype it reads back as."""
+        return np.dtype(np.float32)
+
+
+jax.tree_util.register_dataclass(QuantizedArray)
+
+
+def is_quantized(x: Any) -> bool:
+    return isinstance(x, QuantizedArray)
+
+
+def zero_code(signed: bool) -> int:
+    """The code of 0."""
+    return _SIGNED_ZERO if signed else 0
+
+
+def blocks_per_row(shape: tuple[int, ...], block_size: int) -> int:
+    """How many blocks, hence scales, each row of the last axis has."""
+    return _block(shape, block_size)[1]
+
+
+# --- Blocks along the last axis ----------------------------------------------------------------
+
+
+def _block(shape: tuple[int, ...], block_size: int) -> tuple[int, int]:
+    """(block length, blocks per row) for an array of ``shape``."""
+    n = shape[-1]
+    block = min(block_size, n)
+    return block, -(-n // block)
+
+
+def _to_blocks(x: jax.Array, block_size: int, fill: Any = 0) -> jax.Array:
+    """(..., n) -> (..., blocks, block), the last block padded with ``fill``."""
+    block, count = _block(x.shape, block_size)
+    pad = count * block - x.shape[-1]
+    if pad:
+        x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, pad)], constant_values=fill)
+    return x.reshape(*x.shape[:-1], count, block)
+
+
+def _from_blocks(x: jax.Array, n: int) -> jax.Array:
+    """(..., blocks, block) -> (..., n), dropping the padding."""
+    return x.reshape(*x.shape[:-2], -1)[..., :n]
+
+
+# --- The dynamic map, arithmetically -----------------------------------------------------------
+
+
+def _encode_magnitude(a: jax.Array, bits: int) -> jax.Array:
+    """The rank, in ``_magnitudes(bits)``, of the value nearest to a in [0, 1] (int32).
+
+    Decade e (10^-(e+1), 10^-e] holds n_e = 2^(bits-e) values spaced
+    0.9·10^-e / n_e apart, whose rank starts at n_e - 1 for 10^-(e+1); below
+    10^-bits the values are 0 (rank 0) and 10^-bits (rank 1). Each decade's
+    grid includes its bottom, so rounding on it gives the nearest value.
+    """
+    bottom = jnp.zeros_like(a)
+    inv_step = jnp.full_like(a, 10.0**bits)
+    first = jnp.zeros(a.shape, jnp.int32)
+    for e in reversed(range(bits)):
+        n = 2 ** (bits - e)
+        above = a > 10.0 ** -(e + 1)
+        bottom = jnp.where(above, jnp.float32(10.0 ** -(e + 1)), bottom)
+        inv_step = jnp.where(above, jnp.float32(n / (0.9 * 10.0**-e)), inv_step)
+        first = jnp.where(above, n - 1, first)
+    rank = first + jnp.round((a - bottom) * inv_step).astype(jnp.int32)
+    return jnp.minimum(rank, 2 ** (bits + 1) - 1)
+
+
+def _encode(x: jax.Array, signed: bool) -> jax.Array:
+    """Codes (uint8) of x normalized to [-1, 1] (signed) or [0, 1]."""
+    if signed:
+        rank = _encode_magnitude(jnp.abs(x), _SIGNED_BITS)
+        return (_SIGNED_ZERO + jnp.where(x < 0, -rank, rank)).astype(jnp.uint8)
+    return _encode_magnitude(x, _UNSIGNED_BITS).astype(jnp.uint8)
+
+
+def quantize(x: jax.Array, *, signed: bool, block_size: int) -> QuantizedArray:
+    """Stores x (ndim >= 1) as 8-bit codes with one float32 absmax per block.
+
+    Blocks are ``block_size`` consecutive elements along the last axis; when
+    ``block_size`` does not divide it, the last block of each row is shorter
+    (the codes are not padded), and a last axis shorter than ``block_size`` is
+    one block. Each element's error is at most half the code map's gap around
+    it times its block's absmax: 0.9/128/2 (unsigned) or 0.9/64/2 (signed) of
+    the absmax, and much less for small values.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> q = quantize(jnp.array([[0.55, -1.0, 0.5]]), signed=True, block_size=256)
+      >>> q.codes.dtype, q.scales
+      (dtype('uint8'), Array([[1.]], dtype=float32))
+      >>> dequantize_array(q)  # 0.55 = 0.1 + 0.9 · 32/64 is a code; 0.5 is not
+      Array([[ 0.55   , -1.     ,  0.49375]], dtype=float32)
+    """
+    x = jnp.asarray(x, jnp.float32)
+    blocks = _to_blocks(x, block_size)
+    scales = jnp.max(jnp.abs(blocks), axis=-1)
+    inverse = jnp.where(scales > 0, 1 / scales, 0)[..., None]
+    codes = _from_blocks(_encode(blocks * inverse, signed), x.shape[-1])
+    return QuantizedArray(codes, scales, tuple(x.shape), signed, block_size)
+
+
+def dequantize_array(q: QuantizedArray) -> jax.Array:
+    """The float32 array a ``QuantizedArray`` stands for."""
+    table = jnp.asarray(code_map(q.signed))
+    blocks = table[_to_blocks(q.codes, q.block_size)] * q.scales[..., None]
+    return _from_blocks(blocks, q.shape[-1])
+
+
+def dequantize(tree: Any) -> Any:
+    """The same tree with every ``QuantizedArray`` replaced by its float32 array.
+
+    For inspecting an 8-bit optimizer state; other leaves are returned as they are.
+
+    Example:
+      >>> import jax.numpy as jnp, adam_optax
+      >>> tx = adam_optax.adam8bit(1e-3, min_quantized_size=0)
+      >>> state = tx.init({"w": jnp.ones((2, 3))})
+      >>> adam_optax.dequantize(state[0].mu)["w"]
+      Array([[0., 0., 0.],
+             [0., 0., 0.]], dtype=float32)
+    """
+    return jax.tree.map(
+        lambda x: dequantize_array(x) if is_quantized(x) else x, tree, is_leaf=is_quantized
+    )
+
+
+# --- Stochastic rounding -----------------------------------------------------------------------
+
+
+def stochastic_round(x: jax.Array, dtype: Any, key: jax.Array) -> jax.Array:
+    """x rounded to ``dtype`` up or down at random, unbiased: E[result] = x.
+
+    The result is one of the two ``dtype`` values around x, the farther one
+    with probability |x - nearest| / (gap between them). Values ``dtype``
+    holds exactly come back unchanged.
+    """
+    nearest = x.astype(dtype)
+    near = nearest.astype(x.dtype)
+    other = jnp.nextafter(nearest, jnp.where(near > x, -jnp.inf, jnp.inf).astype(dtype))
+    gap = jnp.abs(other.astype(x.dtype) - near)
+    p_other = jnp.where(gap > 0, jnp.abs(x - near) / gap, 0)
+    u = jax.random.uniform(key, x.shape, x.dtype)
+    return jnp.where(u < p_other, other, nearest)
+
+
+# --- The codec the Adam step uses --------------------------------------------------------------
+
+
+def read(stored: Any, dtype: Any) -> jax.Array:
+    """A stored moment as an array of ``dtype``."""
+    if is_quantized(stored):
+        return dequantize_array(stored).astype(dtype)
+    return stored.astype(dtype)
+
+
+def write(value: jax.Array, like: Any, key: jax.Array | None = None) -> Any:
+    """``value`` stored in the format of ``like``, the moment it replaces.
+
+    ``key`` (random bits for this leaf and step) turns on stochastic rounding
+    for 16-bit moments; other formats ignore it.
+    """
+    if is_quantized(like):
+        return quantize(value, signed=like.signed, block_size=like.block_size)
+    if key is not None and jnp.dtype(like.dtype) in _SIXTEEN_BIT:
+        return stochastic_round(value, like.dtype, key)
+    return value.astype(like.dtype)
+
+
+def stored_dtype(stored: Any) -> np.dtype:
+    """The dtype a stored moment reads back as."""
+    return stored.dtype
