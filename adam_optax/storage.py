@@ -123,6 +123,11 @@ def blocks_per_row(shape: tuple[int, ...], block_size: int) -> int:
 
 
 # --- Blocks along the last axis ----------------------------------------------------------------
+#
+# Nothing here pads or reshapes the leaf itself: block maxima are windowed
+# reductions of the stored arrays, and per-block scales are broadcast to the
+# elements. XLA:CPU materializes the input of every reduction that is not a
+# plain array, so reducing a computed moment would cost 4 bytes per element.
 
 
 def _block(shape: tuple[int, ...], block_size: int) -> tuple[int, int]:
@@ -132,25 +137,26 @@ def _block(shape: tuple[int, ...], block_size: int) -> tuple[int, int]:
     return block, -(-n // block)
 
 
-def _to_blocks(x: jax.Array, block_size: int, fill: Any = 0) -> jax.Array:
-    """(..., n) -> (..., blocks, block), the last block padded with ``fill``."""
+def _block_reduce(x: jax.Array, block_size: int, op: Any, identity: Any) -> jax.Array:
+    """(..., n) -> (..., blocks): ``op`` over each block (the last one may be shorter)."""
     block, count = _block(x.shape, block_size)
-    pad = count * block - x.shape[-1]
-    if pad:
-        x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, pad)], constant_values=fill)
-    return x.reshape(*x.shape[:-1], count, block)
+    window = (1,) * (x.ndim - 1) + (block,)
+    padding = [(0, 0)] * (x.ndim - 1) + [(0, count * block - x.shape[-1])]
+    return jax.lax.reduce_window(x, jnp.asarray(identity, x.dtype), op, window, window, padding)
 
 
-def _from_blocks(x: jax.Array, n: int) -> jax.Array:
-    """(..., blocks, block) -> (..., n), dropping the padding."""
-    return x.reshape(*x.shape[:-2], -1)[..., :n]
+def _per_element(per_block: jax.Array, shape: tuple[int, ...], block_size: int) -> jax.Array:
+    """(..., blocks) -> (..., n): each block's value repeated over its elements."""
+    block, count = _block(shape, block_size)
+    repeated = jnp.broadcast_to(per_block[..., None], (*per_block.shape, block))
+    return repeated.reshape(*per_block.shape[:-1], count * block)[..., : shape[-1]]
 
 
 # --- The dynamic map, arithmetically -----------------------------------------------------------
 
 
 def _encode_magnitude(a: jax.Array, bits: int) -> jax.Array:
-    """The rank, in ``_magnitudes(bits)``, of the value nearest to a in [0, 1] (int32).
+    """The rank, in ``_magnitudes(bits)``, of the value nearest to a in [0, 1] (as float32).
 
     Decade e (10^-(e+1), 10^-e] holds n_e = 2^(bits-e) values spaced
     0.9·10^-e / n_e apart, whose rank starts at n_e - 1 for 10^-(e+1); below
@@ -159,23 +165,42 @@ def _encode_magnitude(a: jax.Array, bits: int) -> jax.Array:
     """
     bottom = jnp.zeros_like(a)
     inv_step = jnp.full_like(a, 10.0**bits)
-    first = jnp.zeros(a.shape, jnp.int32)
+    first = jnp.zeros_like(a)
     for e in reversed(range(bits)):
         n = 2 ** (bits - e)
         above = a > 10.0 ** -(e + 1)
         bottom = jnp.where(above, jnp.float32(10.0 ** -(e + 1)), bottom)
         inv_step = jnp.where(above, jnp.float32(n / (0.9 * 10.0**-e)), inv_step)
-        first = jnp.where(above, n - 1, first)
-    rank = first + jnp.round((a - bottom) * inv_step).astype(jnp.int32)
+        first = jnp.where(above, jnp.float32(n - 1), first)
+    rank = first + jnp.round((a - bottom) * inv_step)
     return jnp.minimum(rank, 2 ** (bits + 1) - 1)
 
 
 def _encode(x: jax.Array, signed: bool) -> jax.Array:
-    """Codes (uint8) of x normalized to [-1, 1] (signed) or [0, 1]."""
+    """Codes (uint8) of x normalized to [-1, 1] (signed) or [0, 1].
+
+    All in float32 until the last conversion, which keeps XLA's loop vectorized.
+    """
     if signed:
         rank = _encode_magnitude(jnp.abs(x), _SIGNED_BITS)
         return (_SIGNED_ZERO + jnp.where(x < 0, -rank, rank)).astype(jnp.uint8)
     return _encode_magnitude(x, _UNSIGNED_BITS).astype(jnp.uint8)
+
+
+def _decode(codes: jax.Array, signed: bool) -> jax.Array:
+    """``code_map(signed)[codes]`` (float32): a gather from 256 values.
+
+    XLA:CPU fuses the gather into its consumer and runs it fast, as long as
+    there is one consumer; ``apply`` sees to that.
+    """
+    return jnp.asarray(code_map(signed))[codes.astype(jnp.int32)]
+
+
+def _encode_with(x: jax.Array, scales: jax.Array, signed: bool, block_size: int) -> QuantizedArray:
+    """x stored with the given block scales, each >= its block's absmax."""
+    inverse = jnp.where(scales > 0, 1 / scales, 0)
+    codes = _encode(x * _per_element(inverse, x.shape, block_size), signed)
+    return QuantizedArray(codes, scales, tuple(x.shape), signed, block_size)
 
 
 def quantize(x: jax.Array, *, signed: bool, block_size: int) -> QuantizedArray:
@@ -197,18 +222,22 @@ def quantize(x: jax.Array, *, signed: bool, block_size: int) -> QuantizedArray:
       Array([[ 0.55   , -1.     ,  0.49375]], dtype=float32)
     """
     x = jnp.asarray(x, jnp.float32)
-    blocks = _to_blocks(x, block_size)
-    scales = jnp.max(jnp.abs(blocks), axis=-1)
-    inverse = jnp.where(scales > 0, 1 / scales, 0)[..., None]
-    codes = _from_blocks(_encode(blocks * inverse, signed), x.shape[-1])
-    return QuantizedArray(codes, scales, tuple(x.shape), signed, block_size)
+    scales = _block_reduce(jnp.abs(x), block_size, jax.lax.max, 0.0)
+    return _encode_with(x, scales, signed, block_size)
 
 
 def dequantize_array(q: QuantizedArray) -> jax.Array:
     """The float32 array a ``QuantizedArray`` stands for."""
-    table = jnp.asarray(code_map(q.signed))
-    blocks = table[_to_blocks(q.codes, q.block_size)] * q.scales[..., None]
-    return _from_blocks(blocks, q.shape[-1])
+    return _decode(q.codes, q.signed) * _per_element(q.scales, q.shape, q.block_size)
+
+
+def _block_absmax(q: QuantizedArray) -> jax.Array:
+    """Each block's largest |value|, from its extreme codes (no element is decoded)."""
+    top = _decode(_block_reduce(q.codes, q.block_size, jax.lax.max, 0), q.signed)
+    if q.signed:
+        bottom = _decode(_block_reduce(q.codes, q.block_size, jax.lax.min, 255), q.signed)
+        top = jnp.maximum(top, -bottom)
+    return top * q.scales
 
 
 def dequantize(tree: Any) -> Any:
@@ -269,6 +298,55 @@ def write(value: jax.Array, like: Any, key: jax.Array | None = None) -> Any:
     if key is not None and jnp.dtype(like.dtype) in _SIXTEEN_BIT:
         return stochastic_round(value, like.dtype, key)
     return value.astype(like.dtype)
+
+
+def apply(step: Any, g: jax.Array, moments: tuple[Any, ...], key: jax.Array | None = None):
+    """Runs one optimizer ``step`` on a leaf whose moments are stored in any format.
+
+    ``step(g, *moments)`` returns ``(update, *new_moments)``, elementwise; it
+    receives plain moments as stored (and casts them itself) and 8-bit ones
+    dequantized, and its new moments are stored in their old formats. A None
+    moment stays None. ``key`` gives stochastic rounding its random bits.
+
+    8-bit moments need each block's new scale before any element is encoded.
+    Reducing the new moments themselves would materialize them (XLA:CPU does
+    not fuse a reduction with its producer), so the scale is a bound instead:
+    the step applied to the blocks' largest |g| and largest stored |moment|
+    bounds every new |moment| of the block, because Adam's moments are
+    nonnegative combinations and maxima of |g|, g² and the old moments. The
+    bound is tight for v and for the first step of m. Only the stored arrays
+    are reduced, and the step then runs once, fused, over the elements.
+    """
+    keys = [None] * len(moments) if key is None else list(jax.random.split(key, len(moments)))
+    if not any(is_quantized(m) for m in moments):
+        update, *new = step(g, *moments)
+        return update, *(
+            None if v is None else write(v, m, k)
+            for v, m, k in zip(new, moments, keys, strict=True)
+        )
+    if not all(m is None or is_quantized(m) for m in moments):
+        raise TypeError("A leaf's moments must be all 8-bit or none.")
+    block_size = next(m for m in moments if m is not None).block_size
+    g_max = jnp.maximum(
+        _block_reduce(g, block_size, jax.lax.max, -jnp.inf),
+        -_block_reduce(g, block_size, jax.lax.min, jnp.inf),
+    ).astype(jnp.float32)
+    _, *bounds = step(g_max, *(None if m is None else _block_absmax(m) for m in moments))
+
+    def new_moments(g, moments):
+        return step(g, *(None if m is None else dequantize_array(m) for m in moments))
+
+    update = new_moments(g, moments)[0]
+    stored = []
+    for i, m in enumerate(moments):
+        if m is not None:
+            # The step again, on inputs XLA cannot tell are the same: it then
+            # fuses the step into this moment's encoding, rather than
+            # materializing the decoded moments for every consumer.
+            new = new_moments(*jax.lax.optimization_barrier((g, moments)))[1 + i]
+            m = _encode_with(new, jnp.abs(bounds[i]), m.signed, m.block_size)
+        stored.append(m)
+    return update, *stored
 
 
 def stored_dtype(stored: Any) -> np.dtype:

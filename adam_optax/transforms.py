@@ -74,31 +74,35 @@ def _increment(count: jax.Array) -> jax.Array:
 # The leaf steps are jitted so that a tree traces and lowers them once per
 # leaf shape and dtype, not once per leaf. XLA inlines the calls, so the
 # compiled step is the same; eager ``update`` makes one dispatch per leaf.
-@jax.jit
-def _adam_leaf(g, mu, nu, nu_max, k: _Scalars, key=None):
-    """One Adam step for one leaf. Returns (update, mu, nu, nu_max).
+def _adam_step(g, mu, nu, nu_max, k: _Scalars):
+    """One Adam step, elementwise. Returns (update, m_t, v_t, the AMSGrad max or None).
 
-    The moments are read and written through ``storage``, whatever their
-    format; ``key`` (None unless stochastic rounding is on) gives the random
-    bits for this leaf and step.
+    The moments come as stored (plain arrays) or decoded (float32); the new
+    ones go back in the compute dtype, and ``storage`` stores them.
     """
-    dtype = _compute_dtype(g.dtype, storage.stored_dtype(mu))
+    dtype = _compute_dtype(g.dtype, mu.dtype)
     k = jax.tree.map(lambda s: s.astype(_real(dtype)), k)
-    keys = (None, None, None) if key is None else tuple(jax.random.split(key, 3))
     g32 = g.astype(dtype)
-    mu_new = k.b1 * storage.read(mu, dtype) + k.one_minus_b1 * g32
-    nu_new = k.b2 * storage.read(nu, _real(dtype)) + k.one_minus_b2 * jnp.real(g32 * jnp.conj(g32))
+    mu_new = k.b1 * mu.astype(dtype) + k.one_minus_b1 * g32
+    nu_new = k.b2 * nu.astype(_real(dtype)) + k.one_minus_b2 * jnp.real(g32 * jnp.conj(g32))
     nu_den = nu_new
     if nu_max is not None:
-        nu_den = jnp.maximum(storage.read(nu_max, _real(dtype)), nu_new * k.nu_max_scale)
-        nu_max = storage.write(nu_den, nu_max, keys[2])
+        nu_den = jnp.maximum(nu_max.astype(_real(dtype)), nu_new * k.nu_max_scale)
     m_hat = mu_new * k.mu_scale
     if k.g_scale is not None:
         m_hat = m_hat + g32 * k.g_scale
     update = m_hat / (jnp.sqrt(nu_den * k.nu_scale + k.eps_root) + k.eps)
-    mu_new = storage.write(mu_new, mu, keys[0])
-    nu_new = storage.write(nu_new, nu, keys[1])
-    return update.astype(g.dtype), mu_new, nu_new, nu_max
+    return update.astype(g.dtype), mu_new, nu_new, None if nu_max is None else nu_den
+
+
+@jax.jit
+def _adam_leaf(g, mu, nu, nu_max, k: _Scalars, key=None):
+    """One Adam step for one leaf, its moments in any storage format.
+
+    Returns (update, mu, nu, nu_max). ``key`` (None unless stochastic rounding
+    is on) gives the random bits for this leaf and step.
+    """
+    return storage.apply(lambda *args: _adam_step(*args, k), g, (mu, nu, nu_max), key)
 
 
 @jax.jit
