@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -33,6 +34,17 @@ import numpy as np
 import optax
 
 import adam_optax
+
+
+def git_commit() -> str:
+    """The checkout's commit, so that a result names the adam_optax it measured."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                              capture_output=True, text=True, timeout=10)  # fmt: skip
+        return head.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
 
 TARGETS = {"state": 2.05, "temp": 2.0, "time": 1.5}  # for 8-bit: B/param, B/param, × optax
 
@@ -143,7 +155,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Memory and step time of Adam's state choices",
         "",
-        f"`{env['command']}`: jax {env['jax']}, {env['cpus']} CPUs, load average "
+        f"`{env['command']}` at adam_optax {env['adam_optax_commit']}: jax {env['jax']}, "
+        f"{env['cpus']} CPUs, load average "
         f"{env['load_before']:.1f} before / {env['load_after']:.1f} after (shared machine); "
         f"step time on flat {result['n']:.0e} float32, donated, median over "
         f"{result['rounds']} interleaved rounds of the ratio to optax.adam in the same round.",
@@ -203,6 +216,7 @@ def main() -> None:
         "environment": {
             "command": command,
             "jax": jax.__version__,
+            "adam_optax_commit": git_commit(),
             "cpus": os.cpu_count(),
             "load_before": load_before,
             "load_after": os.getloadavg()[0],

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +41,17 @@ import numpy as np
 import optax
 
 import adam_optax
+
+
+def git_commit() -> str:
+    """The checkout's commit, so that a result names the adam_optax it measured."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                              capture_output=True, text=True, timeout=10)  # fmt: skip
+        return head.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
 
 Params = Any
 Batch = Any
@@ -418,7 +430,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Quality of Adam's low-memory state",
         "",
-        f"`{env['command']}` — seeds {result['seeds']}, jax {env['jax']}, {env['cpus']} CPUs, "
+        f"`{env['command']}` at adam_optax {env['adam_optax_commit']}: seeds {result['seeds']}, "
+        f"jax {env['jax']}, {env['cpus']} CPUs, "
         f"load average {env['load_before']:.1f} before / {env['load_after']:.1f} after, "
         f"{result['seconds']:.0f} s.",
         "",
@@ -556,6 +569,7 @@ def run_all(quick: bool, seeds: list[int], tasks: list[str], out: Path, command:
         "environment": {
             "command": command,
             "jax": jax.__version__,
+            "adam_optax_commit": git_commit(),
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
             "load_before": load_before,
