@@ -110,11 +110,13 @@ def train_step(tx: optax.GradientTransformation) -> Callable:
 def memory(tx: optax.GradientTransformation, params: Any) -> dict[str, float]:
     """State and compiled-step temporary bytes per parameter, from shapes alone."""
     state = jax.eval_shape(tx.init, params)
+    start = time.perf_counter()
     compiled = train_step(tx).lower(params, state, params).compile()
     analysis = compiled.memory_analysis()
     return {
         "state_bytes_per_param": nbytes(state) / size(params),
         "temp_bytes_per_param": analysis.temp_size_in_bytes / size(params),
+        "compile_s": time.perf_counter() - start,
     }
 
 
@@ -203,7 +205,11 @@ def main() -> None:
     txs = {k: v for k, v in built.items() if not isinstance(v, str)}
     trees = {"large": large_leaves(), "mixed": gpt2_like()}
     trees["flat"] = jax.ShapeDtypeStruct((n,), jnp.float32)
-    choices = {name: {k: memory(tx, t) for k, t in trees.items()} for name, tx in txs.items()}
+    choices: dict[str, dict[str, Any]] = {name: {} for name in txs}
+    for name, tx in txs.items():
+        for tree_name, tree in trees.items():
+            choices[name][tree_name] = memory(tx, tree)
+            print(name, tree_name, choices[name][tree_name], file=sys.stderr, flush=True)
     for name, timing in step_times(txs, n, rounds).items():
         choices[name]["time"] = timing
     command = " ".join(["python benchmarks/memory.py", *sys.argv[1:]])
