@@ -193,7 +193,9 @@ def _decode(codes: jax.Array, signed: bool) -> jax.Array:
     XLA:CPU fuses the gather into its consumer and runs it fast, as long as
     there is one consumer; ``apply`` sees to that.
     """
-    return jnp.asarray(code_map(signed))[codes.astype(jnp.int32)]
+    table = jnp.asarray(code_map(signed))
+    # out_sharding: with explicit mesh axes, the result is sharded like the codes.
+    return table.at[codes.astype(jnp.int32)].get(out_sharding=jax.typeof(codes).sharding)
 
 
 def _encode_with(x: jax.Array, scales: jax.Array, signed: bool, block_size: int) -> QuantizedArray:
