@@ -526,7 +526,7 @@ TASKS = {"digits": digits_task, "lm": char_lm_task, "teacher": teacher_student_t
 
 
 def run_all(quick: bool, seeds: list[int], tasks: list[str], out: Path, command: str) -> dict:
-    start, load_before = time.perf_counter(), os.getloadavg()[0]
+    start, load_before, commit = time.perf_counter(), os.getloadavg()[0], git_commit()
     choices = optimizer_choices()
     available = {k: v for k, v in choices.items() if not isinstance(v, str)}
     runs: dict[str, Any] = {}
@@ -569,7 +569,7 @@ def run_all(quick: bool, seeds: list[int], tasks: list[str], out: Path, command:
         "environment": {
             "command": command,
             "jax": jax.__version__,
-            "adam_optax_commit": git_commit(),
+            "adam_optax_commit": commit,
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
             "load_before": load_before,
