@@ -29,6 +29,13 @@ largest gap is 0.9/128 (unsigned) and 0.9/64 (signed), at the top decade;
 values down to 1e-7 (unsigned) and 1e-6 (signed) are nonzero. Here the codes
 are the values' ranks (code 0 is the smallest value), so that encoding is
 arithmetic: a few comparisons to find the decade, then one rounding.
+
+One departure: the unsigned map (for v) has no zero. Its smallest code stands
+for 1e-8 of the block's absmax (the map's 0 moved one decade down), so a v too
+small to store reads back as 1e-8·absmax, not 0. With a 0, an element whose
+|g| is below 2e-4 of its block's largest keeps a nonzero m but a zero v, and
+its next zero-gradient step divides m by eps alone: an update 1e4 times too
+large. Overstating a tiny v only shrinks that element's update.
 """
 
 from __future__ import annotations
@@ -43,9 +50,12 @@ import numpy as np
 _SIXTEEN_BIT = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 
-def _magnitudes(bits: int) -> np.ndarray:
-    """The dynamic map's magnitudes in [0, 1], ascending: 2^bits values, 0 first."""
-    values = [0.0, 10.0**-bits]
+def _magnitudes(bits: int, zero: bool = True) -> np.ndarray:
+    """The dynamic map's magnitudes in [0, 1], ascending: 2^(bits+1) values.
+
+    The first is 0, or 10^-(bits+1) without ``zero``.
+    """
+    values = [0.0 if zero else 10.0 ** -(bits + 1), 10.0**-bits]
     for e in reversed(range(bits)):
         n = 2 ** (bits - e)
         top, bottom = 10.0**-e, 10.0 ** -(e + 1)
@@ -54,7 +64,7 @@ def _magnitudes(bits: int) -> np.ndarray:
 
 
 _UNSIGNED_BITS, _SIGNED_BITS = 7, 6
-_UNSIGNED_MAP = _magnitudes(_UNSIGNED_BITS)  # 256 values, 0 .. 1
+_UNSIGNED_MAP = _magnitudes(_UNSIGNED_BITS, zero=False)  # 256 values, 1e-8 .. 1
 _SIGNED_MAGNITUDES = _magnitudes(_SIGNED_BITS)  # 128 values, 0 .. 1
 _SIGNED_ZERO = len(_SIGNED_MAGNITUDES) - 1  # 127, the code of 0
 # 255 values -1 .. 1; the unused code 255 repeats 1 so every uint8 decodes.
@@ -64,7 +74,8 @@ _SIGNED_MAP = np.concatenate([-_SIGNED_MAGNITUDES[:0:-1], _SIGNED_MAGNITUDES, [1
 def code_map(signed: bool) -> np.ndarray:
     """The 256 float32 values the codes stand for, code i -> ``code_map(signed)[i]``.
 
-    Ascending (the signed map's last entry repeats 1.0), with 0 and 1 exact.
+    Ascending (the signed map's last entry repeats 1.0), with 1 exact, and 0
+    exact in the signed map; the unsigned one starts at 1e-8.
     """
     return (_SIGNED_MAP if signed else _UNSIGNED_MAP).astype(np.float32)
 
@@ -155,16 +166,23 @@ def _per_element(per_block: jax.Array, shape: tuple[int, ...], block_size: int) 
 # --- The dynamic map, arithmetically -----------------------------------------------------------
 
 
-def _encode_magnitude(a: jax.Array, bits: int) -> jax.Array:
-    """The rank, in ``_magnitudes(bits)``, of the value nearest to a in [0, 1] (as float32).
+def _gather(table: np.ndarray, index: jax.Array) -> jax.Array:
+    """table[index], fused by XLA into its consumer; sharded like index (explicit axes)."""
+    return jnp.asarray(table).at[index].get(out_sharding=jax.typeof(index).sharding)
+
+
+def _encode_magnitude(a: jax.Array, bits: int, zero: bool) -> jax.Array:
+    """The rank in ``_magnitudes(bits, zero)`` of the value nearest to a in [0, 1] (float32).
 
     Decade e (10^-(e+1), 10^-e] holds n_e = 2^(bits-e) values spaced
     0.9·10^-e / n_e apart, whose rank starts at n_e - 1 for 10^-(e+1); below
-    10^-bits the values are 0 (rank 0) and 10^-bits (rank 1). Each decade's
-    grid includes its bottom, so rounding on it gives the nearest value.
+    10^-bits the values are 0 or 10^-(bits+1) (rank 0) and 10^-bits (rank 1).
+    Each decade's grid includes its bottom, so rounding on it gives the
+    nearest value.
     """
-    bottom = jnp.zeros_like(a)
-    inv_step = jnp.full_like(a, 10.0**bits)
+    lowest = 0.0 if zero else 10.0 ** -(bits + 1)
+    bottom = jnp.full_like(a, lowest)
+    inv_step = jnp.full_like(a, 1 / (10.0**-bits - lowest))
     first = jnp.zeros_like(a)
     for e in reversed(range(bits)):
         n = 2 ** (bits - e)
@@ -173,18 +191,20 @@ def _encode_magnitude(a: jax.Array, bits: int) -> jax.Array:
         inv_step = jnp.where(above, jnp.float32(n / (0.9 * 10.0**-e)), inv_step)
         first = jnp.where(above, jnp.float32(n - 1), first)
     rank = first + jnp.round((a - bottom) * inv_step)
-    return jnp.minimum(rank, 2 ** (bits + 1) - 1)
+    return jnp.clip(rank, 0, 2 ** (bits + 1) - 1)
 
 
 def _encode(x: jax.Array, signed: bool) -> jax.Array:
     """Codes (uint8) of x normalized to [-1, 1] (signed) or [0, 1].
 
-    All in float32 until the last conversion, which keeps XLA's loop vectorized.
+    Arithmetic, about 30 vector operations. A lookup bucketed by the float's
+    exponent and mantissa bits, and even a plain linear rounding, made the
+    8-bit step no faster on XLA:CPU: its time goes elsewhere (see ``apply``).
     """
     if signed:
-        rank = _encode_magnitude(jnp.abs(x), _SIGNED_BITS)
+        rank = _encode_magnitude(jnp.abs(x), _SIGNED_BITS, zero=True)
         return (_SIGNED_ZERO + jnp.where(x < 0, -rank, rank)).astype(jnp.uint8)
-    return _encode_magnitude(x, _UNSIGNED_BITS).astype(jnp.uint8)
+    return _encode_magnitude(x, _UNSIGNED_BITS, zero=False).astype(jnp.uint8)
 
 
 def _decode(codes: jax.Array, signed: bool) -> jax.Array:
@@ -193,14 +213,13 @@ def _decode(codes: jax.Array, signed: bool) -> jax.Array:
     XLA:CPU fuses the gather into its consumer and runs it fast, as long as
     there is one consumer; ``apply`` sees to that.
     """
-    table = jnp.asarray(code_map(signed))
-    # out_sharding: with explicit mesh axes, the result is sharded like the codes.
-    return table.at[codes.astype(jnp.int32)].get(out_sharding=jax.typeof(codes).sharding)
+    return _gather(code_map(signed), codes.astype(jnp.int32))
 
 
 def _encode_with(x: jax.Array, scales: jax.Array, signed: bool, block_size: int) -> QuantizedArray:
     """x stored with the given block scales, each >= its block's absmax."""
-    inverse = jnp.where(scales > 0, 1 / scales, 0)
+    # The barrier keeps XLA from recomputing the per-block inverse per element.
+    inverse = jax.lax.optimization_barrier(jnp.where(scales > 0, 1 / scales, 0))
     codes = _encode(x * _per_element(inverse, x.shape, block_size), signed)
     return QuantizedArray(codes, scales, tuple(x.shape), signed, block_size)
 

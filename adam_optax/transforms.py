@@ -469,9 +469,11 @@ def scale_by_adam8bit(
                 ilde x_i = Q[\mathrm{code}_i]\, s_B,
 
     with Q the dynamic code map, signed for m and unsigned for v
-    (``adam_optax.storage.code_map``): exact at 0 and at each block's absmax,
-    and relative steps of 0.9/64 (m) and 0.9/128 (v) of the absmax in the top
-    decade, halving in each decade below, down to 1e-6 and 1e-7.
+    (``adam_optax.storage.code_map``): exact at each block's absmax and (for
+    m) at 0, with relative steps of 0.9/64 (m) and 0.9/128 (v) of the absmax
+    in the top decade, halving in each decade below, down to 1e-6 and 1e-7.
+    v's map has no 0 (its smallest value is 1e-8 of the absmax), so a zero-
+    gradient step never divides a stored m by eps alone.
 
     Blocks are ``block_size`` consecutive elements along the last axis, so a
     leaf sharded on its leading axes keeps each block on one device. When

@@ -28,10 +28,11 @@ def dynamic_map(signed: bool) -> np.ndarray:
 
     After the sign (signed map only), e zero bits give the decade 10^-e, a one
     bit ends them, and the remaining bits are a linear fraction in (0.1, 1]:
-    2^(b-e) values per decade, b = 6 (signed) or 7 (unsigned), plus zero.
+    2^(b-e) values per decade, b = 6 (signed) or 7 (unsigned), plus zero,
+    which the unsigned map (for v) replaces by 1e-8 (see adam_optax.storage).
     """
     b = 6 if signed else 7
-    values = {0.0}
+    values = {0.0 if signed else 1e-8}
     for e in range(b + 1):
         fraction_bits = b - e
         low = 0.0 if e == b else 0.1
@@ -82,9 +83,12 @@ def test_round_trip_is_nearest_code_within_the_block_bound(signed):
     half_largest_gap = np.diff(table).max() / 2
     assert half_largest_gap == pytest.approx((0.9 / 64 if signed else 0.9 / 128) / 2)
     assert np.all(error <= (half_largest_gap + 1e-7) * per_element)
-    assert np.all(got[x == 0] == 0)
-    if not signed:
+    if signed:
+        assert np.all(got[x == 0] == 0)
+    else:  # the unsigned map's smallest value is 1e-8 of the absmax
         assert np.all(got >= 0)
+        assert np.all(got[x == 0] <= 1.0001e-8 * per_element[x == 0])
+        assert np.all(got[2, 512:] == 0)  # an all-zero block has scale 0
 
 
 # --- State layout -------------------------------------------------------------------------------
@@ -139,6 +143,22 @@ def test_every_step_stores_the_new_moments_within_the_code_resolution():
         half_gap = np.diff(dynamic_map(signed)).max() / 2
         error = np.abs(np.asarray(adam_optax.dequantize(stored)) - exact)
         assert np.all(error <= (half_gap + 1e-6) * scales)
+
+
+def test_a_v_too_small_to_store_does_not_blow_up_a_zero_gradient_step():
+    """In a block whose largest |g| is 1, elements with |g| = 1e-4 and 1e-5 have
+    a storable m but a v below the map's range. Then their gradient is 0 for a
+    step: float32 Adam's update is m̂ / sqrt(v̂) ≈ 0.9; were v read back as 0,
+    it would be m̂ / eps ≈ 1e4. Overstating a tiny v can only shrink it."""
+    g = np.ones(256, np.float32)
+    g[1:3] = [1e-4, 1e-5]
+    zero_step = g * (np.arange(256) >= 3)
+    for tx in (adam_optax.scale_by_adam8bit(min_quantized_size=0), adam_optax.scale_by_adam()):
+        state = tx.init(jnp.zeros(256))
+        for _ in range(20):
+            _, state = tx.update(jnp.asarray(g), state)
+        updates = np.asarray(tx.update(jnp.asarray(zero_step), state)[0])
+        assert np.all(np.abs(updates) <= 1.0), updates[:3]
 
 
 def _run(tx, params, grads, jit=True):
