@@ -496,29 +496,38 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(result: dict[str, Any], curves: dict[str, Any], path: Path) -> None:
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Top: each task's training loss (mean over seeds, moving average over 2% of the run)
+    and (d)'s mean nu. Bottom: the same relative to float32's, in percent."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [*curves, "nu decay"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6))
-    for ax, name in zip(axes, panels, strict=True):
-        if name == "nu decay":
-            for choice, means in result["nu_decay"]["curves"].items():
-                ax.semilogy(means, label=choice)
-            ax.set(title="(d) mean nu, gradients ÷100 at step "
-                   f"{result['nu_decay']['drop_at']}", xlabel="step")  # fmt: skip
-        else:
-            for choice, losses in curves[name].items():
-                window = max(1, len(losses) // 50)  # a moving average over 2% of the run
-                smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
-                ax.semilogy(np.arange(len(smooth)) + window - 1, smooth, label=choice)
-            ax.set(title=name, xlabel="step", ylabel="training loss (mean over seeds)")
-        ax.legend(fontsize=8)
+    curves = {task: dict(by_choice) for task, by_choice in result["curves"].items()}
+    curves["(d) mean nu, gradients ÷100 at step " + str(result["nu_decay"]["drop_at"])] = result[
+        "nu_decay"
+    ]["curves"]
+    fig, axes = plt.subplots(2, len(curves), figsize=(4.5 * len(curves), 6.4), sharex="col")
+    for column, (name, by_choice) in zip(axes.T, curves.items(), strict=True):
+        is_nu = name.startswith("(d)")
+        every = 1 if is_nu else result["curves_every"]
+        window = 1 if is_nu else max(1, len(by_choice["float32"]) // 50)
+        smooth = {
+            choice: np.convolve(values, np.ones(window) / window, mode="valid")
+            for choice, values in by_choice.items()
+        }
+        for choice, values in smooth.items():
+            steps = (np.arange(len(values)) + window - 1) * every
+            column[0].semilogy(steps, values, label=choice)
+            column[1].plot(steps, 100 * (values / smooth["float32"] - 1), label=choice)
+        column[0].set(title=name, ylabel="mean nu" if is_nu else "training loss")
+        column[1].set(xlabel="step", ylabel="% vs float32")
+        column[0].legend(fontsize=8)
+        if not is_nu:
+            column[1].set_ylim(-10, 10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
@@ -586,7 +595,7 @@ def run_all(quick: bool, seeds: list[int], tasks: list[str], out: Path, command:
     }
     result["curves_every"] = every
     (out / "quality.json").write_text(json.dumps(result, indent=1))
-    plot(result, curves, out / "quality.png")
+    plot(result, out / "quality.png")
     return result
 
 
@@ -596,7 +605,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 3)")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated: %(default)s")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
+    parser.add_argument(
+        "--plot-only", action="store_true", help="redraw OUT/quality.png from OUT/quality.json"
+    )
     args = parser.parse_args()
+    if args.plot_only:
+        plot(json.loads((args.out / "quality.json").read_text()), args.out / "quality.png")
+        return
     seeds = list(range(args.seeds or (1 if args.quick else 3)))
     tasks = args.tasks.split(",")
     if unknown := set(tasks) - set(TASKS):
