@@ -1,8 +1,9 @@
 """How a moment is stored and read back: the storage codec beside the Adam math.
 
-The per-leaf Adam step (``transforms._adam_leaf``) reads a stored moment with
-``read`` and stores the new one with ``write``; it never looks at the format.
-A moment is stored in one of three ways, decided once at ``init``:
+The per-leaf Adam step (``transforms._adam_step``) is an elementwise function
+of g and the moments; ``apply`` feeds it the stored moments and stores what it
+returns, so the step never looks at the format. A moment is stored in one of
+three ways, decided once at ``init``:
 
 - **plain**: an array of the state dtype, written with round-to-nearest
   (``x.astype(dtype)``). The float32 default; nothing else happens.
@@ -301,21 +302,12 @@ def stochastic_round(x: jax.Array, dtype: Any, key: jax.Array) -> jax.Array:
 # --- The codec the Adam step uses --------------------------------------------------------------
 
 
-def read(stored: Any, dtype: Any) -> jax.Array:
-    """A stored moment as an array of ``dtype``."""
-    if is_quantized(stored):
-        return dequantize_array(stored).astype(dtype)
-    return stored.astype(dtype)
-
-
-def write(value: jax.Array, like: Any, key: jax.Array | None = None) -> Any:
-    """``value`` stored in the format of ``like``, the moment it replaces.
+def _write_plain(value: jax.Array, like: jax.Array, key: jax.Array | None) -> jax.Array:
+    """``value`` stored in the dtype of ``like``, the moment it replaces.
 
     ``key`` (random bits for this leaf and step) turns on stochastic rounding
-    for 16-bit moments; other formats ignore it.
+    for 16-bit moments; 32-bit ones are rounded to nearest regardless.
     """
-    if is_quantized(like):
-        return quantize(value, signed=like.signed, block_size=like.block_size)
     if key is not None and jnp.dtype(like.dtype) in _SIXTEEN_BIT:
         return stochastic_round(value, like.dtype, key)
     return value.astype(like.dtype)
@@ -336,13 +328,24 @@ def apply(step: Any, g: jax.Array, moments: tuple[Any, ...], key: jax.Array | No
     bounds every new |moment| of the block, because Adam's moments are
     nonnegative combinations and maxima of |g|, g² and the old moments. The
     bound is tight for v and for the first step of m. Only the stored arrays
-    are reduced, and the step then runs once, fused, over the elements.
+    are reduced, never a computed one.
+
+    XLA:CPU materializes a gathered (decoded) value that two fusions read, so
+    the elementwise step runs in three loops: one for the update (which fuses
+    into the caller's ``apply_updates``) and one per moment, each decoding,
+    stepping and encoding. Temporaries stay near 1 byte per parameter (a copy
+    of the codes while they are overwritten). On flat 1e7 float32 params,
+    a jitted, donated step takes 2.9-3.6x as long as optax.adam's on a loaded
+    2-core CPU. A profile splits it into the encoding loops of m (26%) and v
+    (23%), the update loop (21%), the block maxima of g (25%) and of the codes
+    (4%). The encoding arithmetic itself is not the cost: a plain linear
+    rounding in its place is no faster.
     """
     keys = [None] * len(moments) if key is None else list(jax.random.split(key, len(moments)))
     if not any(is_quantized(m) for m in moments):
         update, *new = step(g, *moments)
         return update, *(
-            None if v is None else write(v, m, k)
+            None if v is None else _write_plain(v, m, k)
             for v, m, k in zip(new, moments, keys, strict=True)
         )
     if not all(m is None or is_quantized(m) for m in moments):
@@ -368,8 +371,3 @@ def apply(step: Any, g: jax.Array, moments: tuple[Any, ...], key: jax.Array | No
             m = _encode_with(new, jnp.abs(bounds[i]), m.signed, m.block_size)
         stored.append(m)
     return update, *stored
-
-
-def stored_dtype(stored: Any) -> np.dtype:
-    """The dtype a stored moment reads back as."""
-    return stored.dtype

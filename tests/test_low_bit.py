@@ -154,10 +154,10 @@ def test_a_v_too_small_to_store_does_not_blow_up_a_zero_gradient_step():
     g[1:3] = [1e-4, 1e-5]
     zero_step = g * (np.arange(256) >= 3)
     for tx in (adam_optax.scale_by_adam8bit(min_quantized_size=0), adam_optax.scale_by_adam()):
-        state = tx.init(jnp.zeros(256))
+        state, update = tx.init(jnp.zeros(256)), jax.jit(tx.update)
         for _ in range(20):
-            _, state = tx.update(jnp.asarray(g), state)
-        updates = np.asarray(tx.update(jnp.asarray(zero_step), state)[0])
+            _, state = update(jnp.asarray(g), state)
+        updates = np.asarray(update(jnp.asarray(zero_step), state)[0])
         assert np.all(np.abs(updates) <= 1.0), updates[:3]
 
 
@@ -179,7 +179,7 @@ def test_jit_equals_eager():
     rng = np.random.default_rng(2)
     params = jnp.asarray(rng.standard_normal((16, 300)), jnp.float32)
     grads = [jnp.asarray(rng.standard_normal((16, 300)), jnp.float32) for _ in range(2)]
-    tx = adam_optax.scale_by_adam8bit(min_quantized_size=0, amsgrad=True)
+    tx = adam_optax.scale_by_adam8bit(min_quantized_size=0)
     (jitted, s_jit), (eager, s_eager) = _run(tx, params, grads), _run(tx, params, grads, jit=False)
     np.testing.assert_allclose(jitted[-1], eager[-1], rtol=1e-6, atol=1e-7)
     for a, b in zip(jax.tree.leaves(s_jit), jax.tree.leaves(s_eager), strict=True):
@@ -196,9 +196,9 @@ def test_8bit_trajectory_stays_close_to_float64_adam():
     there), so single updates can be off by several percent of lr; the errors
     are not systematic and partly cancel. Allow on average 2% and at most 10%
     of the total possible movement lr·T, and the same loss to 3%. (Measured:
-    1.1%, 7.6% and a 1.7% higher loss; bfloat16 moments: 0.1%, 0.8%.)"""
+    1.1%, 7.3% and a 1.6% higher loss; bfloat16 moments: 0.1%, 0.7%.)"""
     rng = np.random.default_rng(3)
-    shape, lr, steps = (4, 1024), 1e-2, 100
+    shape, lr, steps = (2, 1024), 1e-2, 100
     target = rng.standard_normal(shape)
     theta0 = np.zeros(shape)
     noise = rng.standard_normal((steps, *shape))
@@ -208,7 +208,9 @@ def test_8bit_trajectory_stays_close_to_float64_adam():
         grads.append((thetas[-1] - target) + 0.5 * noise[t])
         thetas.append(reference.trajectory(theta0, grads, lr)[-1])
     as_f32 = [jnp.asarray(g, jnp.float32) for g in grads]
-    got = np.asarray(_run(adam_optax.adam8bit(lr), jnp.zeros(shape), as_f32)[0][-1])
+    history, state = _run(adam_optax.adam8bit(lr, min_quantized_size=0), jnp.zeros(shape), as_f32)
+    assert isinstance(state[0].nu, adam_optax.QuantizedArray)
+    got = np.asarray(history[-1])
     deviation = np.abs(got - thetas[-1])
     assert deviation.mean() <= 0.02 * lr * steps, deviation.mean()
     assert deviation.max() <= 0.1 * lr * steps, deviation.max()
@@ -224,7 +226,7 @@ def test_orbax_round_trip_is_bit_exact_and_resumes_identically(tmp_path):
     rng = np.random.default_rng(4)
     params = {"w": jnp.asarray(rng.standard_normal((8, 600)), jnp.float32), "b": jnp.zeros(5)}
     grads = [jax.tree.map(lambda p, t=t: p * 0.1 + t, params) for t in range(5)]
-    tx = adam_optax.adamw8bit(1e-2, min_quantized_size=100, amsgrad=True)
+    tx = adam_optax.scale_by_adam8bit(min_quantized_size=100, amsgrad=True)
 
     @jax.jit
     def step(p, s, g):
@@ -239,7 +241,7 @@ def test_orbax_round_trip_is_bit_exact_and_resumes_identically(tmp_path):
     checkpointer.wait_until_finished()
     restored = checkpointer.restore(tmp_path / "state", jax.eval_shape(lambda: state))
     assert jax.tree.structure(restored) == jax.tree.structure(state)
-    assert isinstance(restored[0].nu_max["w"], adam_optax.QuantizedArray)
+    assert isinstance(restored.nu_max["w"], adam_optax.QuantizedArray)
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -279,7 +281,7 @@ def test_sharded_leaf_keeps_its_sharding_through_jitted_init_and_update():
     assert updates.sharding.is_equivalent_to(sharding, 2)
     unsharded = tx.init(jnp.asarray(w))
     for g in grads:
-        expected, unsharded = tx.update(jnp.asarray(g), unsharded)
+        expected, unsharded = jax.jit(tx.update)(jnp.asarray(g), unsharded)
     np.testing.assert_allclose(np.asarray(updates), np.asarray(expected), rtol=1e-6)
 
 
@@ -291,7 +293,7 @@ def test_stochastic_rounding_is_unbiased(dtype):
     """The mean of n roundings of x is x: each is x's lower or upper neighbour,
     the upper with probability p = (x - low) / gap, so the mean's standard
     deviation is gap·sqrt(p(1-p)/n); allow 5 of them."""
-    n = 50_000
+    n = 20_000
     low = np.array([1.0, 3.0e-3, -7.5, 1.0e-6], np.float32).astype(dtype).astype(np.float32)
     high = np.nextafter(low.astype(dtype), np.array(np.inf, dtype)).astype(np.float32)
     fractions = np.array([0.5, 0.1, 0.9, 0.3])
