@@ -1,8 +1,10 @@
 """The quality benchmark, tiny: its own training functions, run in-process.
 
 The full runs (benchmarks/quality.py) take minutes; here the teacher–student task trains
-for 100 steps with each state choice, and the report's verdicts are checked on made-up
-figures. No figure below comes from the code under test: the bounds are stated ones.
+for 100 steps with float32 and 8-bit state, and the report's verdicts are checked on
+made-up figures. No figure below comes from the code under test: the bounds are stated
+ones. bfloat16 with stochastic rounding is left to tests/test_low_bit.py (unbiased, and
+its nu tracks float32's): its random bits cost seconds of compile, over this file's budget.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ spec.loader.exec_module(quality)
 
 # Loose on purpose: 100 steps of a tiny student. The full run's target is 1%.
 LOW_MEMORY_VS_FLOAT32 = 0.10
-TESTED = ("float32", "bf16+SR", "8-bit")
+TESTED = ("float32", "8-bit")
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,6 @@ def teacher_student() -> dict[str, tuple[np.ndarray, dict[str, float]]]:
     task = quality.teacher_student_task(quick=True)
     choices = quality.optimizer_choices()
     assert quality.quantized_fraction(task.init(quality.jax.random.key(0))) > 0.5
-    # bf16 round-to-nearest has no target: the full run shows how it fails.
     return {name: quality.trainer(task, choices[name])(0) for name in TESTED}
 
 
@@ -37,19 +38,18 @@ def test_every_state_choice_is_available() -> None:
     assert not unavailable
 
 
-def test_every_state_choice_learns(teacher_student: dict) -> None:
+def test_float32_and_8bit_state_learn(teacher_student: dict) -> None:
     for name, (losses, metrics) in teacher_student.items():
         assert np.isfinite(losses).all(), name
         assert metrics["test_loss"] < 0.5 * losses[:5].mean(), (name, losses[:5], metrics)
 
 
-@pytest.mark.parametrize("choice", ["bf16+SR", "8-bit"])
-def test_low_memory_state_tracks_float32(teacher_student: dict, choice: str) -> None:
+def test_8bit_state_tracks_float32(teacher_student: dict) -> None:
     float32 = teacher_student["float32"][1]["test_loss"]
-    other = teacher_student[choice][1]["test_loss"]
+    other = teacher_student["8-bit"][1]["test_loss"]
     assert abs(other / float32 - 1) < LOW_MEMORY_VS_FLOAT32, (float32, other)
     # and it is a different run, not float32 again under another name
-    assert not np.array_equal(teacher_student[choice][0], teacher_student["float32"][0])
+    assert not np.array_equal(teacher_student["8-bit"][0], teacher_student["float32"][0])
 
 
 def test_verdicts_judge_the_stated_targets() -> None:
