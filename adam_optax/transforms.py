@@ -327,9 +327,9 @@ def _adam_family(
         keys = None
         if stochastic_rounding:
             treedef = jax.tree.structure(updates)
-            step_key = jax.random.fold_in(jax.random.key(seed), count)
+            step_key = storage.fold_in(seed, count)
             keys = treedef.unflatten(
-                [jax.random.fold_in(step_key, i) for i in range(treedef.num_leaves)]
+                [storage.fold_in(step_key, i) for i in range(treedef.num_leaves)]
             )
         updates, mu, nu, nu_max = _map_leaves(
             lambda g, m, v, vmax, key: _adam_leaf(g, m, v, vmax, k, key),

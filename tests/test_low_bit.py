@@ -299,7 +299,7 @@ def test_stochastic_rounding_is_unbiased(dtype):
     fractions = np.array([0.5, 0.1, 0.9, 0.3])
     x = (low + fractions * (high - low)).astype(np.float32)
     rounded = jax.jit(storage.stochastic_round, static_argnums=1)(
-        jnp.broadcast_to(jnp.asarray(x), (n, x.size)), dtype, jax.random.key(0)
+        jnp.broadcast_to(jnp.asarray(x), (n, x.size)), dtype, 0
     )
     assert rounded.dtype == dtype
     values = np.asarray(rounded, np.float32)
@@ -309,7 +309,7 @@ def test_stochastic_rounding_is_unbiased(dtype):
     mean = values.mean(0, dtype=np.float64)  # a float32 sum would drift
     assert np.all(np.abs(mean - x) <= bound), (mean - x) / bound
     exact = jnp.asarray(low)  # representable values come back unchanged
-    np.testing.assert_array_equal(storage.stochastic_round(exact, dtype, jax.random.key(1)), low)
+    np.testing.assert_array_equal(storage.stochastic_round(exact, dtype, 1), low)
 
 
 def _sr_state(seed, count=0):
