@@ -14,6 +14,26 @@ their state formats (``storage``: a dtype, 16-bit with stochastic rounding, or
 step's arithmetic, the hyperparameters and the bias corrections are in at
 least float32 (``_compute_dtype``); the update comes back in the gradient's
 dtype.
+
+How it fits together, for the next contributor. ``_adam_family`` builds every
+Adam variant: its ``update`` computes the step's scalars once (``_scalars``:
+the bias corrections, the Nesterov and AMSGrad factors, eps), then maps the
+per-leaf function ``_adam_leaf`` over the tree. The variants differ only in
+those scalars, so a new variant that is a new per-step scalar is a new
+``_Scalars`` field, computed in ``_scalars`` and used in ``_adam_step``. A
+variant whose per-leaf math or state differs, as AdaMax's running max of |g|,
+gets its own leaf function and ``scale_by_*`` (``_adamax_leaf``,
+``scale_by_adamax``). A new way to store the moments is a storage format in
+``adam_optax/storage.py``; the leaf functions never see the format.
+
+Why the scalars are arguments of the jitted leaf function, never closed over:
+``_adam_leaf`` is traced once per leaf shape and dtype, and that trace is
+shared by every leaf of that shape and by every step. A value it closed over
+would be baked into the trace as a constant (the step count of the first
+step, forever) or, when traced (the step count under ``jax.jit``, the
+hyperparameters under ``optax.inject_hyperparams``), would leak a tracer out
+of its trace, and a new closure every step would retrace every step. As
+arguments they are inputs of one trace that every step reuses.
 """
 
 from __future__ import annotations
@@ -322,7 +342,17 @@ def _adam_family(
         del params
         checks.updates_match(updates, state.mu, is_leaf=storage.is_quantized)
         count = _increment(state.count)
-        k = _scalars(count, b1, b2, eps, eps_root, nesterov, max_convention, eps_hat, correct_mu)
+        k = _scalars(
+            count=count,
+            b1=b1,
+            b2=b2,
+            eps=eps,
+            eps_root=eps_root,
+            nesterov=nesterov,
+            max_convention=max_convention,
+            eps_hat=eps_hat,
+            correct_mu=correct_mu,
+        )
         nu_max = getattr(state, "nu_max", None)
         keys = None
         if stochastic_rounding:
@@ -348,9 +378,21 @@ def _adam_family(
 
 
 def _scalars(
-    count, b1, b2, eps, eps_root, nesterov, max_convention, eps_hat, correct_mu
+    *,
+    count: jax.Array,
+    b1: jax.typing.ArrayLike,
+    b2: jax.typing.ArrayLike,
+    eps: jax.typing.ArrayLike,
+    eps_root: jax.typing.ArrayLike,
+    nesterov: bool,
+    max_convention: str | None,
+    eps_hat: bool,
+    correct_mu: bool,
 ) -> _Scalars:
-    """The per-step scalars of ``_adam_leaf`` for step ``count`` (>= 1)."""
+    """The per-step scalars of ``_adam_leaf`` for step ``count`` (>= 1).
+
+    The arguments are ``_adam_family``'s; the hyperparameters may be traced.
+    """
     # 1 - b2 first, in the caller's precision: 1 - float32(0.999) is off by 1.3e-5.
     one_minus_b1, one_minus_b2 = _float(1 - b1), _float(1 - b2)
     b1, b2, eps, eps_root = map(_float, (b1, b2, eps, eps_root))
@@ -358,22 +400,22 @@ def _scalars(
     # A float exponent: an integer one that is concrete (eager) makes jnp.power
     # compile an integer_pow for every new step.
     t = count.astype(b2.dtype)
-    bc1 = 1 - b1**t
-    inv_bc2 = 1 / (1 - b2**t)
+    bias_correction_mu = 1 - b1**t  # m̂_t = m_t / bias_correction_mu
+    inv_bias_correction_nu = 1 / (1 - b2**t)  # v̂_t = v_t * inv_bias_correction_nu
     if not correct_mu:
         mu_scale, g_scale = one, None
     elif nesterov:
-        mu_scale, g_scale = b1 / (1 - b1 ** (t + 1)), one_minus_b1 / bc1
+        mu_scale, g_scale = b1 / (1 - b1 ** (t + 1)), one_minus_b1 / bias_correction_mu
     else:
-        mu_scale, g_scale = 1 / bc1, None
+        mu_scale, g_scale = 1 / bias_correction_mu, None
     nu_max_scale, nu_scale = {
-        None: (one, inv_bc2),
-        "raw": (one, inv_bc2),
-        "corrected": (inv_bc2, one),
+        None: (one, inv_bias_correction_nu),
+        "raw": (one, inv_bias_correction_nu),
+        "corrected": (inv_bias_correction_nu, one),
         "uncorrected": (one, one),
     }[max_convention]
     if eps_hat:
-        eps = eps * jnp.sqrt(inv_bc2)
+        eps = eps * jnp.sqrt(inv_bias_correction_nu)
     return _Scalars(
         b1, b2, one_minus_b1, one_minus_b2, mu_scale, g_scale, nu_max_scale, nu_scale, eps, eps_root
     )
@@ -611,7 +653,17 @@ def scale_by_adamax(
         del params
         checks.updates_match(updates, state.mu)
         count = _increment(state.count)
-        k = _scalars(count, b1, b2, eps, 0.0, False, None, False, True)
+        k = _scalars(
+            count=count,
+            b1=b1,
+            b2=b2,
+            eps=eps,
+            eps_root=0.0,
+            nesterov=False,
+            max_convention=None,
+            eps_hat=False,
+            correct_mu=True,
+        )
         updates, mu, nu = _map_leaves(
             lambda g, m, v: _adamax_leaf(g, m, v, k), 3, updates, state.mu, state.nu
         )
