@@ -90,6 +90,14 @@ ARGUMENTS = {
     ),
 }
 
+# AdaMax's second moment is a running max of |g|, and its eps sits inside that max.
+ADAMAX = {
+    "b2": "decay rate of the infinity norm u_t, in [0, 1).",
+    "eps": "added to |g_t| inside the max, >= 0; a zero first gradient then gives 0, not 0/0.",
+}
+# The 8-bit transforms store the AMSGrad max in 8 bits too.
+EIGHT_BIT = {"amsgrad": ARGUMENTS["amsgrad"] + " The running max is stored like v."}
+
 _MARKER = "{args}"
 _Function = TypeVar("_Function", bound=Callable)
 
