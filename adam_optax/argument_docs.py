@@ -111,7 +111,9 @@ def documented(**own: str) -> Callable[[_Function], _Function]:
     """
 
     def decorate(fn: _Function) -> _Function:
-        doc = fn.__doc__ or ""
+        doc = fn.__doc__
+        if doc is None:  # python -OO strips docstrings
+            return fn
         line = next(line for line in doc.splitlines() if line.strip() == _MARKER)
         indent = line[: len(line) - len(line.lstrip())]
         entries = []
