@@ -402,7 +402,8 @@ def _scalars(
     # compile an integer_pow for every new step.
     t = count.astype(b2.dtype)
     bias_correction_mu = 1 - b1**t  # m̂_t = m_t / bias_correction_mu
-    inv_bias_correction_nu = 1 / (1 - b2**t)  # v̂_t = v_t * inv_bias_correction_nu
+    bias_correction_nu = 1 - b2**t  # v̂_t = v_t / bias_correction_nu
+    inv_bias_correction_nu = 1 / bias_correction_nu
     if not correct_mu:
         mu_scale, g_scale = one, None
     elif nesterov:
