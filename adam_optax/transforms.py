@@ -24,7 +24,11 @@ those scalars, so a new variant that is a new per-step scalar is a new
 variant whose per-leaf math or state differs, as AdaMax's running max of |g|,
 gets its own leaf function and ``scale_by_*`` (``_adamax_leaf``,
 ``scale_by_adamax``). A new way to store the moments is a storage format in
-``adam_optax/storage.py``; the leaf functions never see the format.
+``adam_optax/storage.py``: ``storage.apply`` reads and writes it around
+``_adam_step``, which never sees it (``_adamax_leaf`` stores plain arrays
+only). A new argument is validated in ``checks.py``, documented in
+``argument_docs.py``, and gets rows in ``tests/cases.py`` and in the README's
+table of options.
 
 Why the scalars are arguments of the jitted leaf function, never closed over:
 ``_adam_leaf`` is traced once per leaf shape and dtype, and that trace is
