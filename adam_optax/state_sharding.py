@@ -11,9 +11,10 @@ params it is (4 + 4 + 8)·Ψ → (4 + 4 + 8/N)·Ψ. Each device computes its sli
 state and of the updates; only the updates are all-gathered, back to the params' sharding.
 
 `shard_state` applies one rule, MaxText's ``shard_optimizer_over_data``, to every state
-leaf, so it works on any pytree state: optax's, ours, and quantized state whose leaves are
-``codes`` and ``scales`` arrays (adam_optax's 8-bit state has not landed yet, so that case
-is not tested here).
+leaf, so it works on any pytree state: optax's, ours, and adam_optax's 8-bit state, whose
+``QuantizedArray`` nodes are two arrays to it, ``codes`` (laid out like the moment) and
+``scales``. (The tests cover optax's and adam_optax's float state; the 8-bit case is not
+in the test suite.)
 """
 
 from __future__ import annotations
@@ -60,8 +61,25 @@ def _axes_of(spec: PartitionSpec) -> set[str]:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class ShardedState:
-    """The wrapped transform's state and, as static pytree metadata (so that a jitted
-    `update` knows them), the partition specs of its leaves and of the updates."""
+    """The state of a `shard_state` transform: the wrapped state and its layout.
+
+    Attributes:
+        inner: the wrapped transform's state, each leaf laid out by `state_specs`.
+        state_specs: one `PartitionSpec` per leaf of `inner`, in flattening order: the
+            params' spec with the data axis added (see `zero1_spec`). Static pytree
+            metadata, so that a jitted `update` knows it.
+        update_specs: one `PartitionSpec` per params leaf, the layout the updates are
+            returned in. Static too.
+
+    Example:
+        >>> import jax, numpy as np, adam_optax
+        >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+        >>> state = adam_optax.shard_state(adam_optax.adam(1e-3), mesh).init(
+        ...     {"w": jax.numpy.zeros((4, 2))}
+        ... )
+        >>> state.state_specs[1], state.update_specs
+        (P('data', None), (P(),))
+    """
 
     inner: optax.OptState
     state_specs: tuple[PartitionSpec, ...] = dataclasses.field(metadata={"static": True})
@@ -117,19 +135,24 @@ def shard_state(
     devices along `axis`; see this module's docstring and the README's "Scale" section.
 
     Args:
-      tx: any optax transform, such as `adam_optax.adamw(1e-3)`.
-      mesh: the device mesh the params live on.
-      axis: the data-parallel axis of `mesh` to shard the state over.
+        tx: any optax transform, such as `adam_optax.adamw(1e-3)`.
+        mesh: the device mesh the params live on; it must have an axis named `axis`.
+        axis: the name of the data-parallel axis of `mesh` to shard the state over.
+            Default "data".
+
+    Returns:
+        A `GradientTransformation` whose state is a `ShardedState`.
 
     Raises:
-      ValueError: `mesh` has no axis named `axis`.
+        ValueError: `mesh` has no axis named `axis`.
 
-    >>> import jax, numpy as np, adam_optax
-    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
-    >>> tx = adam_optax.shard_state(adam_optax.adam(1e-3), mesh)
-    >>> state = tx.init({"w": jax.numpy.zeros((4, 2))})
-    >>> state.inner[0].mu["w"].sharding.spec
-    P('data', None)
+    Example:
+        >>> import jax, numpy as np, adam_optax
+        >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+        >>> tx = adam_optax.shard_state(adam_optax.adam(1e-3), mesh)
+        >>> state = tx.init({"w": jax.numpy.zeros((4, 2))})
+        >>> state.inner[0].mu["w"].sharding.spec
+        P('data', None)
     """
     if axis not in mesh.axis_names:
         raise ValueError(

@@ -87,15 +87,26 @@ class QuantizedArray:
     """A float array stored as 8-bit codes and one float32 scale per block.
 
     Attributes:
-      codes: uint8, the array's shape: code i stands for ``code_map(signed)[i]``.
-      scales: float32, shape ``shape[:-1] + (ceil(shape[-1] / block,)``,
-        where ``block = min(block_size, shape[-1])``: each block's absmax.
-      shape: the stored array's shape (static).
-      signed: whether the signed map is used (static): True for m, False for v.
-      block_size: the block length along the last axis (static).
+        codes: uint8, the array's shape: code i stands for ``code_map(signed)[i]``.
+        scales: float32, shape ``shape[:-1] + (ceil(shape[-1] / block),)``,
+            where ``block = min(block_size, shape[-1])``: each block's absmax.
+        shape: the stored array's shape (static).
+        signed: whether the signed map is used (static): True for m, False for v.
+        block_size: the block length along the last axis (static).
 
     A registered pytree node with codes and scales as children, so jit,
-    donation, checkpointing and sharding treat it as two arrays.
+    donation, checkpointing and sharding treat it as two arrays. The 8-bit
+    transforms (``adam8bit``, ``scale_by_adam8bit``) make them at ``init``;
+    ``dequantize`` reads them back. The format is Dettmers et al.'s blockwise
+    dynamic quantization ("8-bit Optimizers via Block-wise Quantization",
+    ICLR 2022), described in this module's docstring.
+
+    Example:
+        >>> import jax.numpy as jnp, adam_optax
+        >>> tx = adam_optax.scale_by_adam8bit(block_size=4, min_quantized_size=0)
+        >>> mu = tx.init({"w": jnp.ones((2, 6))}).mu["w"]
+        >>> print(type(mu).__name__, mu.shape, mu.codes.shape, mu.scales.shape, mu.signed)
+        QuantizedArray (2, 6) (2, 6) (2, 2) True
     """
 
     codes: jax.Array
@@ -237,12 +248,12 @@ def quantize(x: jax.Array, *, signed: bool, block_size: int) -> QuantizedArray:
     the absmax, and much less for small values.
 
     Example:
-      >>> import jax.numpy as jnp
-      >>> q = quantize(jnp.array([[0.55, -1.0, 0.5]]), signed=True, block_size=256)
-      >>> q.codes.dtype, q.scales
-      (dtype('uint8'), Array([[1.]], dtype=float32))
-      >>> dequantize_array(q)  # 0.55 = 0.1 + 0.9 · 32/64 is a code; 0.5 is not
-      Array([[ 0.55   , -1.     ,  0.49375]], dtype=float32)
+        >>> import jax.numpy as jnp
+        >>> q = quantize(jnp.array([[0.55, -1.0, 0.5]]), signed=True, block_size=256)
+        >>> q.codes.dtype, q.scales
+        (dtype('uint8'), Array([[1.]], dtype=float32))
+        >>> dequantize_array(q)  # 0.55 = 0.1 + 0.9 · 32/64 is a code; 0.5 is not
+        Array([[ 0.55   , -1.     ,  0.49375]], dtype=float32)
     """
     x = jnp.asarray(x, jnp.float32)
     scales = _block_reduce(jnp.abs(x), block_size, jax.lax.max, 0.0)
@@ -266,15 +277,29 @@ def _block_absmax(q: QuantizedArray) -> jax.Array:
 def dequantize(tree: Any) -> Any:
     """The same tree with every ``QuantizedArray`` replaced by its float32 array.
 
-    For inspecting an 8-bit optimizer state; other leaves are returned as they are.
+    For inspecting an 8-bit optimizer state: each code c of a block with scale
+    s reads back as ``code_map(signed)[c] · s``. Other leaves are returned as
+    they are.
+
+    Args:
+        tree: any pytree, such as the state of ``adam8bit`` or one of its
+            fields; it may hold no ``QuantizedArray`` at all.
+
+    Returns:
+        The tree with the same structure, ``QuantizedArray`` nodes replaced by
+        float32 arrays of their ``shape``.
 
     Example:
-      >>> import jax.numpy as jnp, adam_optax
-      >>> tx = adam_optax.adam8bit(1e-3, min_quantized_size=0)
-      >>> state = tx.init({"w": jnp.ones((2, 3))})
-      >>> adam_optax.dequantize(state[0].mu)["w"]
-      Array([[0., 0., 0.],
-             [0., 0., 0.]], dtype=float32)
+        >>> import jax.numpy as jnp, numpy as np, adam_optax
+        >>> tx = adam_optax.scale_by_adam8bit(min_quantized_size=0)
+        >>> params = {"w": jnp.ones((2, 3))}
+        >>> grads = {"w": jnp.array([[1.0, -0.55, 0.1], [0.0, 2.0, -0.5]])}
+        >>> _, state = tx.update(grads, tx.init(params))
+        >>> # m_1 = (1 - b1)·g. Each row is a block; 0.55 and 0.1 of a block's absmax
+        >>> # are codes, 0.25 is not: -0.05 reads back as 0.2·(0.1 + 0.9·11/64).
+        >>> print(np.asarray(adam_optax.dequantize(state.mu)["w"]).round(4))
+        [[ 0.1    -0.055   0.01  ]
+         [ 0.      0.2    -0.0509]]
     """
     return jax.tree.map(
         lambda x: dequantize_array(x) if is_quantized(x) else x, tree, is_leaf=is_quantized

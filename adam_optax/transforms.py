@@ -14,6 +14,30 @@ their state formats (``storage``: a dtype, 16-bit with stochastic rounding, or
 step's arithmetic, the hyperparameters and the bias corrections are in at
 least float32 (``_compute_dtype``); the update comes back in the gradient's
 dtype.
+
+How it fits together, for the next contributor. ``_adam_family`` builds every
+Adam variant: its ``update`` computes the step's scalars once (``_scalars``:
+the bias corrections, the Nesterov and AMSGrad factors, eps), then maps the
+per-leaf function ``_adam_leaf`` over the tree. The variants differ only in
+those scalars, so a new variant that is a new per-step scalar is a new
+``_Scalars`` field, computed in ``_scalars`` and used in ``_adam_step``. A
+variant whose per-leaf math or state differs, as AdaMax's running max of |g|,
+gets its own leaf function and ``scale_by_*`` (``_adamax_leaf``,
+``scale_by_adamax``). A new way to store the moments is a storage format in
+``adam_optax/storage.py``: ``storage.apply`` reads and writes it around
+``_adam_step``, which never sees it (``_adamax_leaf`` stores plain arrays
+only). A new argument is validated in ``checks.py``, documented in
+``argument_docs.py``, and gets rows in ``tests/cases.py`` and in the README's
+table of options.
+
+Why the scalars are arguments of the jitted leaf function, never closed over:
+``_adam_leaf`` is traced once per leaf shape and dtype, and that trace is
+shared by every leaf of that shape and by every step. A value it closed over
+would be baked into the trace as a constant (the step count of the first
+step, forever) or, when traced (the step count under ``jax.jit``, the
+hyperparameters under ``optax.inject_hyperparams``), would leak a tracer out
+of its trace, and a new closure every step would retrace every step. As
+arguments they are inputs of one trace that every step reuses.
 """
 
 from __future__ import annotations
@@ -24,9 +48,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike, DTypeLike
 from optax import ScaleByAdamState, ScaleByAmsgradState
 
-from adam_optax import checks, storage
+from adam_optax import argument_docs, checks, storage
 
 _INT32_MAX = jnp.iinfo(jnp.int32).max
 
@@ -322,7 +347,17 @@ def _adam_family(
         del params
         checks.updates_match(updates, state.mu, is_leaf=storage.is_quantized)
         count = _increment(state.count)
-        k = _scalars(count, b1, b2, eps, eps_root, nesterov, max_convention, eps_hat, correct_mu)
+        k = _scalars(
+            count=count,
+            b1=b1,
+            b2=b2,
+            eps=eps,
+            eps_root=eps_root,
+            nesterov=nesterov,
+            max_convention=max_convention,
+            eps_hat=eps_hat,
+            correct_mu=correct_mu,
+        )
         nu_max = getattr(state, "nu_max", None)
         keys = None
         if stochastic_rounding:
@@ -348,9 +383,21 @@ def _adam_family(
 
 
 def _scalars(
-    count, b1, b2, eps, eps_root, nesterov, max_convention, eps_hat, correct_mu
+    *,
+    count: jax.Array,
+    b1: jax.typing.ArrayLike,
+    b2: jax.typing.ArrayLike,
+    eps: jax.typing.ArrayLike,
+    eps_root: jax.typing.ArrayLike,
+    nesterov: bool,
+    max_convention: str | None,
+    eps_hat: bool,
+    correct_mu: bool,
 ) -> _Scalars:
-    """The per-step scalars of ``_adam_leaf`` for step ``count`` (>= 1)."""
+    """The per-step scalars of ``_adam_leaf`` for step ``count`` (>= 1).
+
+    The arguments are ``_adam_family``'s; the hyperparameters may be traced.
+    """
     # 1 - b2 first, in the caller's precision: 1 - float32(0.999) is off by 1.3e-5.
     one_minus_b1, one_minus_b2 = _float(1 - b1), _float(1 - b2)
     b1, b2, eps, eps_root = map(_float, (b1, b2, eps, eps_root))
@@ -358,35 +405,37 @@ def _scalars(
     # A float exponent: an integer one that is concrete (eager) makes jnp.power
     # compile an integer_pow for every new step.
     t = count.astype(b2.dtype)
-    bc1 = 1 - b1**t
-    inv_bc2 = 1 / (1 - b2**t)
+    bias_correction_mu = 1 - b1**t  # m̂_t = m_t / bias_correction_mu
+    bias_correction_nu = 1 - b2**t  # v̂_t = v_t / bias_correction_nu
+    inv_bias_correction_nu = 1 / bias_correction_nu
     if not correct_mu:
         mu_scale, g_scale = one, None
     elif nesterov:
-        mu_scale, g_scale = b1 / (1 - b1 ** (t + 1)), one_minus_b1 / bc1
+        mu_scale, g_scale = b1 / (1 - b1 ** (t + 1)), one_minus_b1 / bias_correction_mu
     else:
-        mu_scale, g_scale = 1 / bc1, None
+        mu_scale, g_scale = 1 / bias_correction_mu, None
     nu_max_scale, nu_scale = {
-        None: (one, inv_bc2),
-        "raw": (one, inv_bc2),
-        "corrected": (inv_bc2, one),
+        None: (one, inv_bias_correction_nu),
+        "raw": (one, inv_bias_correction_nu),
+        "corrected": (inv_bias_correction_nu, one),
         "uncorrected": (one, one),
     }[max_convention]
     if eps_hat:
-        eps = eps * jnp.sqrt(inv_bc2)
+        eps = eps * jnp.sqrt(inv_bias_correction_nu)
     return _Scalars(
         b1, b2, one_minus_b1, one_minus_b2, mu_scale, g_scale, nu_max_scale, nu_scale, eps, eps_root
     )
 
 
+@argument_docs.documented()
 def scale_by_adam(
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    eps_root: float = 0.0,
-    mu_dtype: Any = None,
+    b1: ArrayLike = 0.9,
+    b2: ArrayLike = 0.999,
+    eps: ArrayLike = 1e-8,
+    eps_root: ArrayLike = 0.0,
+    mu_dtype: DTypeLike | None = None,
     *,
-    nu_dtype: Any = None,
+    nu_dtype: DTypeLike | None = None,
     nesterov: bool = False,
     amsgrad: bool = False,
     eps_hat: bool = False,
@@ -395,53 +444,39 @@ def scale_by_adam(
 ) -> optax.GradientTransformation:
     r"""Rescales updates by Adam (Kingma & Ba, 2014, Algorithm 1).
 
-  .. math::
-      m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
-      v_t = \beta_2 v_{t-1} + (1-\beta_2) |g_t|^2, \\
-      \hat m_t = m_t / (1-\beta_1^t), \quad \hat v_t = v_t / (1-\beta_2^t), \quad
-      u_t = \hat m_t / (\sqrt{\hat v_t + \epsilon_{root}} + \epsilon).
+    .. math::
+        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
+        v_t = \beta_2 v_{t-1} + (1-\beta_2) |g_t|^2, \\
+        \hat m_t = m_t / (1-\beta_1^t), \quad \hat v_t = v_t / (1-\beta_2^t), \quad
+        u_t = \hat m_t / (\sqrt{\hat v_t + \epsilon_{root}} + \epsilon).
 
-  The result is the direction u_t; ``adam`` multiplies it by ``-learning_rate``.
+    The result is the direction u_t; ``adam`` multiplies it by ``-learning_rate``.
+    A drop-in for ``optax.scale_by_adam``: the same positional arguments and
+    state, plus the keyword-only options below. Complex gradients get a
+    complex m and a real v of |g|².
 
-  Args:
-    b1: decay of the first-moment average, in [0, 1). Default 0.9.
-    b2: decay of the second-moment average, in [0, 1). Default 0.999.
-    eps: added to the denominator outside the square root, >= 0. Default 1e-8.
-    eps_root: added inside the square root, >= 0. Default 0.
-    mu_dtype: dtype of the first moment; default the params' dtype.
-    nu_dtype: dtype of the second moment (and its AMSGrad max); default the
-      params' real dtype (float32 for complex64 params), but float32 for
-      float16 params, whose squared gradients underflow float16.
-    nesterov: NAdam's Nesterov momentum (Dozat, 2016), optax's formula:
-      m̂ = b1 m_t / (1-b1^(t+1)) + (1-b1) g / (1-b1^t).
-    amsgrad: AMSGrad as PyTorch and Keras do it: the denominator uses the
-      running max of the raw v_t, then the bias correction. The state gains
-      ``nu_max``. (The ``amsgrad`` alias keeps optax's own convention.)
-    eps_hat: the ε̂ of the paper's §2 efficiency note, as TensorFlow and Keras
-      do it: eps is added to sqrt(v_t) before the bias correction, so the
-      denominator is sqrt(v̂_t) + eps / sqrt(1-b2^t).
-    stochastic_rounding: store the bfloat16 or float16 moments (set by
-      ``mu_dtype``/``nu_dtype``, one of which must be 16-bit) by unbiased
-      stochastic rounding instead of round-to-nearest (Gupta et al. 2015;
-      Zamirai et al. 2020): E[stored] = computed. With round-to-nearest and
-      b2 = 0.999, a bfloat16 v cannot decay (0.999 v rounds back to v) and
-      small (1-b2) g² increments are lost. Default False.
-    seed: the random bits of stochastic rounding derive from it, the step
-      count and the leaf's index, so a run is reproducible. Default 0.
+    Reference: Kingma & Ba, "Adam: A Method for Stochastic Optimization",
+    ICLR 2015, https://arxiv.org/abs/1412.6980.
 
-  Returns:
-    A ``GradientTransformation`` with state ``ScaleByAdamState(count, mu,
-    nu)``, or ``ScaleByAmsgradState(count, mu, nu, nu_max)`` with amsgrad.
-    ``count`` is int32 and saturates at its maximum.
+    Args:
+        {args}
 
-  Example:
-    >>> import jax.numpy as jnp, adam_optax
-    >>> tx = adam_optax.scale_by_adam()
-    >>> params = {"w": jnp.ones(3)}
-    >>> updates, state = tx.update({"w": jnp.full(3, 0.5)}, tx.init(params))
-    >>> print(updates["w"].round(4))  # the first step's direction is g / |g|
-    [1. 1. 1.]
-  """
+    Returns:
+        A ``GradientTransformation`` with state ``ScaleByAdamState(count, mu,
+        nu)``, or ``ScaleByAmsgradState(count, mu, nu, nu_max)`` with amsgrad.
+        ``count`` is int32 and saturates at its maximum.
+
+    Raises:
+        ValueError, TypeError: an argument out of its range or of the wrong type.
+
+    Example:
+        >>> import jax.numpy as jnp, numpy as np, adam_optax
+        >>> tx = adam_optax.scale_by_adam()
+        >>> state = tx.init({"w": jnp.ones(3)})
+        >>> updates, state = tx.update({"w": jnp.array([0.5, -2.0, 0.0])}, state)
+        >>> print(np.asarray(updates["w"]).round(4))  # the first step's direction is g / |g|
+        [ 1. -1.  0.]
+    """
     checks.flag("amsgrad", amsgrad)
     return _adam_family(
         b1,
@@ -458,11 +493,12 @@ def scale_by_adam(
     )
 
 
+@argument_docs.documented(**argument_docs.EIGHT_BIT)
 def scale_by_adam8bit(
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    eps_root: float = 0.0,
+    b1: ArrayLike = 0.9,
+    b2: ArrayLike = 0.999,
+    eps: ArrayLike = 1e-8,
+    eps_root: ArrayLike = 0.0,
     *,
     nesterov: bool = False,
     amsgrad: bool = False,
@@ -483,7 +519,7 @@ def scale_by_adam8bit(
     .. math::
         s_B = \max_{i \in B} |x_i|, \quad
         \mathrm{code}_i = \mathrm{argmin}_c |Q[c] - x_i / s_B|, \quad
-                ilde x_i = Q[\mathrm{code}_i]\, s_B,
+        \tilde x_i = Q[\mathrm{code}_i]\, s_B,
 
     with Q the dynamic code map, signed for m and unsigned for v
     (``adam_optax.storage.code_map``): exact at each block's absmax and (for
@@ -497,31 +533,33 @@ def scale_by_adam8bit(
     ``block_size`` does not divide the last axis, each row's last block is
     shorter (the codes are never padded); a last axis shorter than
     ``block_size`` is one block per row. Smaller leaves, scalars and complex
-    leaves keep float32 (complex64) moments.
+    leaves keep float32 (complex64) moments. The defaults of ``block_size``
+    and ``min_quantized_size`` are bitsandbytes's.
+
+    Reference: Dettmers, Lewis, Shleifer & Zettlemoyer, "8-bit Optimizers via
+    Block-wise Quantization", ICLR 2022, https://arxiv.org/abs/2110.02861.
 
     Args:
-      b1, b2, eps, eps_root, nesterov, amsgrad, eps_hat: as in
-        ``scale_by_adam``. With amsgrad, the running max is stored like v.
-      block_size: elements per block, a positive integer. Default 256, as
-        bitsandbytes and torchao.
-      min_quantized_size: leaves with fewer elements keep float32 moments,
-        an integer >= 0. Default 4096, as bitsandbytes.
+        {args}
 
     Returns:
-      A ``GradientTransformation`` with state ``ScaleByAdamState(count, mu,
-      nu)`` (``ScaleByAmsgradState`` with amsgrad) whose large leaves are
-      ``adam_optax.storage.QuantizedArray`` nodes; ``adam_optax.dequantize``
-      reads them back.
+        A ``GradientTransformation`` with state ``ScaleByAdamState(count, mu,
+        nu)`` (``ScaleByAmsgradState`` with amsgrad) whose large leaves are
+        ``adam_optax.QuantizedArray`` nodes; ``adam_optax.dequantize`` reads
+        them back.
+
+    Raises:
+        ValueError, TypeError: an argument out of its range or of the wrong type.
 
     Example:
-      >>> import jax.numpy as jnp, adam_optax
-      >>> tx = adam_optax.scale_by_adam8bit(min_quantized_size=4)
-      >>> state = tx.init({"w": jnp.ones((2, 4))})
-      >>> state.mu["w"].codes.dtype, state.mu["w"].scales.shape
-      (dtype('uint8'), (2, 1))
-      >>> updates, state = tx.update({"w": jnp.full((2, 4), 0.5)}, state)
-      >>> updates["w"][0].round(4)  # the first step's direction is g / |g|
-      Array([1., 1., 1., 1.], dtype=float32)
+        >>> import jax.numpy as jnp, numpy as np, adam_optax
+        >>> tx = adam_optax.scale_by_adam8bit(min_quantized_size=4)
+        >>> state = tx.init({"w": jnp.ones((2, 4))})
+        >>> print(state.mu["w"].codes.dtype, state.mu["w"].scales.shape)
+        uint8 (2, 1)
+        >>> updates, state = tx.update({"w": jnp.full((2, 4), 0.5)}, state)
+        >>> print(np.asarray(updates["w"][0]).round(4))  # the first step's direction is g / |g|
+        [1. 1. 1. 1.]
     """
     checks.flag("amsgrad", amsgrad)
     checks.block_size(block_size)
@@ -540,29 +578,56 @@ def scale_by_adam8bit(
     )
 
 
+@argument_docs.documented()
 def scale_by_amsgrad(
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    eps_root: float = 0.0,
-    mu_dtype: Any = None,
+    b1: ArrayLike = 0.9,
+    b2: ArrayLike = 0.999,
+    eps: ArrayLike = 1e-8,
+    eps_root: ArrayLike = 0.0,
+    mu_dtype: DTypeLike | None = None,
     bias_correction_mu: bool = True,
     bias_correction_nu: bool = True,
     *,
-    nu_dtype: Any = None,
+    nu_dtype: DTypeLike | None = None,
 ) -> optax.GradientTransformation:
     r"""Rescales updates by AMSGrad in optax's convention (Reddi et al., 2018).
 
-    The running max is taken of the bias-corrected second moment:
-    ``nu_max_t = max(nu_max_{t-1}, v̂_t)`` and ``u_t = m̂_t / (sqrt(nu_max_t +
-    eps_root) + eps)``. ``bias_correction_mu=False`` uses m_t for m̂_t, and
-    ``bias_correction_nu=False`` takes the max of the raw v_t and never corrects
-    it, as in the original paper. For PyTorch's and Keras's convention use
-    ``scale_by_adam(amsgrad=True)``. Other arguments as in ``scale_by_adam``.
+    Adam's m_t and v_t, with the running max taken of the bias-corrected
+    second moment:
+
+    .. math::
+        \hat v^{max}_t = \max(\hat v^{max}_{t-1}, \hat v_t), \quad
+        u_t = \hat m_t / (\sqrt{\hat v^{max}_t + \epsilon_{root}} + \epsilon).
+
+    ``bias_correction_mu=False`` uses m_t for m̂_t, and
+    ``bias_correction_nu=False`` takes the max of the raw v_t and never
+    corrects it, as in the original paper. A drop-in for
+    ``optax.scale_by_amsgrad``. For PyTorch's and Keras's convention (the max
+    of the raw v_t, then the bias correction) use
+    ``scale_by_adam(amsgrad=True)``.
+
+    Reference: Reddi, Kale & Kumar, "On the Convergence of Adam and Beyond",
+    ICLR 2018, https://openreview.net/forum?id=ryQu7f-RZ.
+
+    Args:
+        {args}
 
     Returns:
-      A ``GradientTransformation`` with state ``ScaleByAmsgradState(count, mu,
-      nu, nu_max)``.
+        A ``GradientTransformation`` with state ``ScaleByAmsgradState(count, mu,
+        nu, nu_max)``.
+
+    Raises:
+        ValueError, TypeError: an argument out of its range or of the wrong type.
+
+    Example:
+        >>> import jax.numpy as jnp, numpy as np, adam_optax
+        >>> tx = adam_optax.scale_by_amsgrad()
+        >>> state = tx.init({"w": jnp.ones(2)})
+        >>> updates, state = tx.update({"w": jnp.array([0.5, -2.0])}, state)
+        >>> print(np.asarray(updates["w"]).round(4))
+        [ 1. -1.]
+        >>> print(np.asarray(state.nu_max["w"]).round(2))  # v̂_1 = g²
+        [0.25 4.  ]
     """
     checks.flag("bias_correction_nu", bias_correction_nu)
     return _adam_family(
@@ -579,10 +644,13 @@ def scale_by_amsgrad(
     )
 
 
+@argument_docs.documented(**argument_docs.ADAMAX)
 def scale_by_adamax(
-    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+    b1: ArrayLike = 0.9, b2: ArrayLike = 0.999, eps: ArrayLike = 1e-8
 ) -> optax.GradientTransformation:
     r"""Rescales updates by AdaMax (Kingma & Ba, 2014, §7.1).
+
+    Adam with the infinity norm in place of the second moment:
 
     .. math::
         m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
@@ -590,16 +658,31 @@ def scale_by_adamax(
         \text{update} = m_t / ((1-\beta_1^t)\, u_t).
 
     eps sits inside the max as in optax, so a zero gradient at the first step
-    gives 0 rather than 0/0. No bias correction is needed for u_t.
+    gives 0 rather than 0/0. No bias correction is needed for u_t. A drop-in
+    for ``optax.scale_by_adamax``.
+
+    Reference: Kingma & Ba, "Adam: A Method for Stochastic Optimization",
+    ICLR 2015, §7.1, https://arxiv.org/abs/1412.6980.
 
     Args:
-      b1: decay of the first-moment average, in [0, 1). Default 0.9.
-      b2: decay of the infinity norm, in [0, 1). Default 0.999.
-      eps: added to |g_t|, >= 0. Default 1e-8.
+        {args}
 
     Returns:
-      A ``GradientTransformation`` with state ``ScaleByAdamState(count, mu,
-      nu)``, nu holding u_t.
+        A ``GradientTransformation`` with state ``ScaleByAdamState(count, mu,
+        nu)``, nu holding u_t.
+
+    Raises:
+        ValueError, TypeError: an argument out of its range or of the wrong type.
+
+    Example:
+        >>> import jax.numpy as jnp, numpy as np, adam_optax
+        >>> tx = adam_optax.scale_by_adamax()
+        >>> state = tx.init({"w": jnp.ones(2)})
+        >>> updates, state = tx.update({"w": jnp.array([0.5, -2.0])}, state)
+        >>> print(np.asarray(updates["w"]).round(4))
+        [ 1. -1.]
+        >>> print(np.asarray(state.nu["w"]).round(4))  # u_1 = |g| + eps
+        [0.5 2. ]
     """
     _check_decays_and_eps(b1, b2, eps)
 
@@ -611,7 +694,17 @@ def scale_by_adamax(
         del params
         checks.updates_match(updates, state.mu)
         count = _increment(state.count)
-        k = _scalars(count, b1, b2, eps, 0.0, False, None, False, True)
+        k = _scalars(
+            count=count,
+            b1=b1,
+            b2=b2,
+            eps=eps,
+            eps_root=0.0,
+            nesterov=False,
+            max_convention=None,
+            eps_hat=False,
+            correct_mu=True,
+        )
         updates, mu, nu = _map_leaves(
             lambda g, m, v: _adamax_leaf(g, m, v, k), 3, updates, state.mu, state.nu
         )
