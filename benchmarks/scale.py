@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Memory per device and step time of data-parallel AdamW, unsharded vs shard_state.
 
-    python benchmarks/scale.py                           # 8 CPU devices, writes to a temp dir
+    python benchmarks/scale.py                           # 8 CPU devices, writes to benchmarks/out/
     python benchmarks/scale.py --out benchmarks/results  # publish scale.json and scale.md
 
 A train step of an MLP (float32, replicated params, the batch split over a "data" axis of
@@ -24,7 +24,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=64, help="global batch size")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--steps", type=int, default=5, help="steps per variant per round")
-    p.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "adam_optax_scale")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
     args = p.parse_args(argv)
     os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={args.devices}")
 
