@@ -294,9 +294,11 @@ def test_stochastic_rounding_is_unbiased(dtype):
     the upper with probability p = (x - low) / gap, so the mean's standard
     deviation is gap·sqrt(p(1-p)/n); allow 5 of them."""
     n = 20_000
-    low = np.array([1.0, 3.0e-3, -7.5, 1.0e-6], np.float32).astype(dtype).astype(np.float32)
+    # 1.9921875 (2 - 2^-7) is bfloat16's last value below 2: rounding up crosses a binade.
+    low = np.array([1.0, 3.0e-3, -7.5, 1.0e-6, 1.9921875, -1.9921875], np.float32)
+    low = low.astype(dtype).astype(np.float32)
     high = np.nextafter(low.astype(dtype), np.array(np.inf, dtype)).astype(np.float32)
-    fractions = np.array([0.5, 0.1, 0.9, 0.3])
+    fractions = np.array([0.5, 0.1, 0.9, 0.3, 0.7, 0.2])
     x = (low + fractions * (high - low)).astype(np.float32)
     rounded = jax.jit(storage.stochastic_round, static_argnums=1)(
         jnp.broadcast_to(jnp.asarray(x), (n, x.size)), dtype, 0
