@@ -13,8 +13,7 @@ state and of the updates; only the updates are all-gathered, back to the params'
 `shard_state` applies one rule, MaxText's ``shard_optimizer_over_data``, to every state
 leaf, so it works on any pytree state: optax's, ours, and adam_optax's 8-bit state, whose
 ``QuantizedArray`` nodes are two arrays to it, ``codes`` (laid out like the moment) and
-``scales``. (The tests cover optax's and adam_optax's float state; the 8-bit case is not
-in the test suite.)
+``scales``, both cut along their first dimension (tests/test_state_sharding.py).
 """
 
 from __future__ import annotations

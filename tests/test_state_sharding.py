@@ -4,7 +4,6 @@ Every step's result is blocked on before the next is dispatched: collectives acr
 devices sharing 2 cores can otherwise starve and hit XLA:CPU's rendezvous timeout.
 """
 
-import contextlib
 import math
 
 import jax
@@ -16,6 +15,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import adam_optax
+from tests.compiles import backend_compiles
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices (see conftest)")
 
@@ -41,6 +41,7 @@ OPTIMIZERS = {  # ours, optax's, and a chain: shard_state wraps any optax transf
         average_with_last_gradients(),
         adam_optax.adam(1e-2, amsgrad=True),
     ),
+    "adamw8bit": lambda: adam_optax.adamw8bit(1e-2, min_quantized_size=1024),
 }
 
 
@@ -84,21 +85,6 @@ def make_step(tx):
     return jax.jit(step)
 
 
-@contextlib.contextmanager
-def count_compiles():
-    compiles = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(duration)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield compiles
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-
-
 def train(tx, params, batch, steps):
     """`steps` steps; returns the params, the state, how many compiles the calls after the
     first set off (an unwrapped optax.adam's first call commits its uncommitted count, so
@@ -106,7 +92,7 @@ def train(tx, params, batch, steps):
     step = make_step(tx)
     state = tx.init(params)
     params, state = jax.block_until_ready(step(params, state, batch))
-    with count_compiles() as compiles:
+    with backend_compiles() as compiles:
         for _ in range(steps - 1):
             params, state = jax.block_until_ready(step(params, state, batch))
     memory = step.lower(params, state, batch).compile().memory_analysis()
@@ -157,6 +143,23 @@ def test_sharded_training_matches_unsharded(mesh_kind, name):
         assert len(distinct) == data_cut * model_cut, path
         saved += plain.addressable_shards[0].data.nbytes - leaf.nbytes // (data_cut * model_cut)
     assert plain_bytes - sharded_bytes == saved
+
+
+def test_8bit_state_is_sharded_like_any_other():
+    """The 8-bit state's codes (the params' shape) and block scales (one per row here) are
+    plain leaves to the rule: both are cut along their first dimension, 64 rows over 8."""
+    mesh = data_mesh()
+    batch = make_batch(mesh)
+    expected, _, _, _ = train(OPTIMIZERS["adamw8bit"](), make_params(mesh), batch, steps=5)
+    tx = adam_optax.shard_state(OPTIMIZERS["adamw8bit"](), mesh)
+    params, state, recompiles, _ = train(tx, make_params(mesh), batch, steps=5)
+    assert recompiles == 0
+    for k, leaf in params.items():
+        np.testing.assert_allclose(leaf, expected[k], rtol=1e-6, atol=1e-6, err_msg=k)
+    mu = state.inner[0].mu["w1"]  # (64, 24): 1,536 elements, quantized
+    assert isinstance(mu, adam_optax.QuantizedArray)
+    for part in (mu.codes, mu.scales):
+        assert {shard.data.shape[0] for shard in part.addressable_shards} == {64 // 8}
 
 
 @pytest.mark.parametrize("jitted", [False, True], ids=["init", "jit(init)"])
