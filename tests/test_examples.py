@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from subprocess import PIPE
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -133,10 +134,6 @@ def runs(digits) -> dict:
     }
 
 
-def assert_trees_equal(a: dict, b: dict) -> None:
-    jax.tree.map(lambda x, y: np.testing.assert_array_equal(x, y, strict=True), a, b)
-
-
 @pytest.mark.parametrize("api", EXAMPLES)
 def test_a_tiny_run_beats_chance(api, runs, digits):
     _, history = runs[api]
@@ -151,11 +148,7 @@ def test_nnx_and_linen_agree_from_the_same_initial_params(runs):
     (nnx_trained, nnx_history), (linen_trained, linen_history) = runs["nnx"], runs["linen"]
     np.testing.assert_allclose(nnx_history.train_loss, linen_history.train_loss, rtol=1e-5)
     np.testing.assert_allclose(nnx_history.test_loss, linen_history.test_loss, rtol=1e-5)
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-        nnx_trained,
-        linen_trained,
-    )
+    chex.assert_trees_all_close(nnx_trained, linen_trained, rtol=1e-4, atol=1e-6)
 
 
 def ctrl_c_after(calls: int, function):
@@ -200,7 +193,7 @@ def test_ctrl_c_then_the_same_command_resumes_bit_identical(
     trained, history = example.train_and_evaluate(config, digits, **start(api))
     straight_params, straight_history = runs[api]
     assert history == straight_history
-    assert_trees_equal(params(trained), straight_params)
+    chex.assert_trees_all_equal(params(trained), straight_params, strict=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]
     other = common.parse_args([*TINY_ARGS, "--epochs", "3", "--checkpoint-dir", str(tmp_path)], "")
     with pytest.raises(common.UsageError, match=r"other options \(epochs=2, now 3\)"):

@@ -6,6 +6,7 @@ devices sharing 2 cores can otherwise starve and hit XLA:CPU's rendezvous timeou
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,8 +123,8 @@ def test_sharded_training_matches_unsharded(mesh_kind, name):
     tx = adam_optax.shard_state(OPTIMIZERS[name](), mesh)
     params, state, recompiles, sharded_bytes = train(tx, make_params(mesh, specs), batch, steps=20)
     assert recompiles == 0, "a call after the first compiled again"
+    chex.assert_trees_all_close(params, expected, rtol=1e-6, atol=1e-6)
     for k, leaf in params.items():
-        np.testing.assert_allclose(leaf, expected[k], rtol=1e-6, atol=1e-6, err_msg=k)
         assert leaf.sharding.is_equivalent_to(expected[k].sharding, leaf.ndim), k
 
     # Per-device argument bytes drop by what each device no longer holds of the state:
@@ -154,8 +155,7 @@ def test_8bit_state_is_sharded_like_any_other():
     tx = adam_optax.shard_state(OPTIMIZERS["adamw8bit"](), mesh)
     params, state, recompiles, _ = train(tx, make_params(mesh), batch, steps=5)
     assert recompiles == 0
-    for k, leaf in params.items():
-        np.testing.assert_allclose(leaf, expected[k], rtol=1e-6, atol=1e-6, err_msg=k)
+    chex.assert_trees_all_close(params, expected, rtol=1e-6, atol=1e-6)
     mu = state.inner[0].mu["w1"]  # (64, 24): 1,536 elements, quantized
     assert isinstance(mu, adam_optax.QuantizedArray)
     for part in (mu.codes, mu.scales):
