@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -32,19 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from quality import git_commit
 
 import adam_optax
-
-
-def git_commit() -> str:
-    """The checkout's commit, so that a result names the adam_optax it measured."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                              capture_output=True, text=True, timeout=10)  # fmt: skip
-        return head.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
 
 TARGETS = {"state": 2.05, "temp": 2.0, "time": 1.5}  # for 8-bit: B/param, B/param, × optax
 
@@ -200,7 +189,7 @@ def main() -> None:
     args = parser.parse_args()
     n, rounds = (10**6, 3) if args.quick else (10**7, 15)
     rounds = args.rounds or rounds
-    load_before = os.getloadavg()[0]
+    load_before, commit = os.getloadavg()[0], git_commit()
     built = optimizers()
     txs = {k: v for k, v in built.items() if not isinstance(v, str)}
     trees = {"large": large_leaves(), "mixed": gpt2_like()}
@@ -222,7 +211,7 @@ def main() -> None:
         "environment": {
             "command": command,
             "jax": jax.__version__,
-            "adam_optax_commit": git_commit(),
+            "adam_optax_commit": commit,
             "cpus": os.cpu_count(),
             "load_before": load_before,
             "load_after": os.getloadavg()[0],
