@@ -409,11 +409,12 @@ def apply(step: Any, g: jax.Array, moments: tuple[Any, ...], key: jax.Array | No
     into the caller's ``apply_updates``) and one per moment, each decoding,
     stepping and encoding. Temporaries stay near 1 byte per parameter (a copy
     of the codes while they are overwritten). On flat 1e7 float32 params,
-    a jitted, donated step takes 2.9-3.6x as long as optax.adam's on a loaded
-    2-core CPU. A profile splits it into the encoding loops of m (26%) and v
-    (23%), the update loop (21%), the block maxima of g (25%) and of the codes
-    (4%). The encoding arithmetic itself is not the cost: a plain linear
-    rounding in its place is no faster.
+    a jitted, donated step takes 2.6x as long as optax.adam's on a 2-core CPU
+    (``benchmarks/memory.py``; 2.9-3.6x on a loaded one). A profile splits
+    it into the encoding loops of m (26%) and v (23%), the update loop
+    (21%), the block maxima of g (25%) and of the codes (4%). The encoding
+    arithmetic itself is not the cost: a plain linear rounding in its place
+    is no faster.
     """
     keys = [None if key is None else fold_in(key, i) for i in range(len(moments))]
     if not any(is_quantized(m) for m in moments):
