@@ -137,7 +137,7 @@ def shard_state(
         tx: any optax transform, such as `adam_optax.adamw(1e-3)`.
         mesh: the device mesh the params live on; it must have an axis named `axis`.
         axis: the name of the data-parallel axis of `mesh` to shard the state over.
-            Default "data".
+            Default: ``'data'``.
 
     Returns:
         A `GradientTransformation` whose state is a `ShardedState`.
