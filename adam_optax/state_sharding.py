@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.core
 import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
@@ -189,4 +190,6 @@ def shard_state(
         updates = _place(updates, state.update_specs, mesh)
         return updates, ShardedState(inner, state.state_specs, state.update_specs)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    # optax types a state as chex's ArrayTree (arrays, iterables, mappings), which leaves out
+    # registered dataclass pytrees such as ShardedState; optax itself accepts any pytree.
+    return optax.GradientTransformation(init_fn, update_fn)  # pyright: ignore[reportArgumentType]

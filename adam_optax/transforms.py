@@ -48,6 +48,7 @@ import math
 from typing import Any, NamedTuple
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike, DTypeLike
@@ -136,7 +137,11 @@ def _adam_leaf(g, mu, nu, nu_max, k: _Scalars, key=None):
     Returns (update, mu, nu, nu_max). ``key`` (None unless stochastic rounding
     is on) gives the random bits for this leaf and step.
     """
-    return storage.apply(lambda *args: _adam_step(*args, k), g, (mu, nu, nu_max), key)
+
+    def step(g, mu, nu, nu_max):
+        return _adam_step(g, mu, nu, nu_max, k)
+
+    return storage.apply(step, g, (mu, nu, nu_max), key)
 
 
 @jax.jit
