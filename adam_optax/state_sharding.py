@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.core
 import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
@@ -137,7 +138,7 @@ def shard_state(
         tx: any optax transform, such as `adam_optax.adamw(1e-3)`.
         mesh: the device mesh the params live on; it must have an axis named `axis`.
         axis: the name of the data-parallel axis of `mesh` to shard the state over.
-            Default "data".
+            Default: ``'data'``.
 
     Returns:
         A `GradientTransformation` whose state is a `ShardedState`.
@@ -189,4 +190,6 @@ def shard_state(
         updates = _place(updates, state.update_specs, mesh)
         return updates, ShardedState(inner, state.state_specs, state.update_specs)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    # optax types a state as chex's ArrayTree (arrays, iterables, mappings), which leaves out
+    # registered dataclass pytrees such as ShardedState; optax itself accepts any pytree.
+    return optax.GradientTransformation(init_fn, update_fn)  # pyright: ignore[reportArgumentType]

@@ -338,8 +338,8 @@ def _uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 
     A counter-based hash of the element's index and ``key``: a few integer
     operations per element that XLA fuses into the rounding, where threefry
-    (``jax.random``) cost 29x the step time of float32 Adam and minutes of
-    compilation on a tree of 148 leaves.
+    (``jax.random``) is many times slower per element and, with one key per
+    leaf, slow to compile on trees of many leaves.
     """
     bits = _mix(_index(shape) * jnp.uint32(_GOLDEN) + key)
     return (bits >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)
@@ -408,13 +408,11 @@ def apply(step: Any, g: jax.Array, moments: tuple[Any, ...], key: jax.Array | No
     the elementwise step runs in three loops: one for the update (which fuses
     into the caller's ``apply_updates``) and one per moment, each decoding,
     stepping and encoding. Temporaries stay near 1 byte per parameter (a copy
-    of the codes while they are overwritten). On flat 1e7 float32 params,
-    a jitted, donated step takes 2.6x as long as optax.adam's on a 2-core CPU
-    (``benchmarks/memory.py``; 2.9-3.6x on a loaded one). A profile splits
-    it into the encoding loops of m (26%) and v (23%), the update loop
-    (21%), the block maxima of g (25%) and of the codes (4%). The encoding
-    arithmetic itself is not the cost: a plain linear rounding in its place
-    is no faster.
+    of the codes while they are overwritten). The encoding arithmetic itself
+    is not the cost: a plain linear rounding in its place is no faster. The
+    step's time relative to ``optax.adam``'s is measured by
+    ``benchmarks/memory.py`` (results in ``benchmarks/results/memory.md`` and
+    the README).
     """
     keys = [None if key is None else fold_in(key, i) for i in range(len(moments))]
     if not any(is_quantized(m) for m in moments):

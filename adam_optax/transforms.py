@@ -26,9 +26,11 @@ gets its own leaf function and ``scale_by_*`` (``_adamax_leaf``,
 ``scale_by_adamax``). A new way to store the moments is a storage format in
 ``adam_optax/storage.py``: ``storage.apply`` reads and writes it around
 ``_adam_step``, which never sees it (``_adamax_leaf`` stores plain arrays
-only). A new argument is validated in ``checks.py``, documented in
-``argument_docs.py``, and gets rows in ``tests/cases.py`` and in the README's
-table of options.
+only). A new argument is validated in ``checks.py``, documented in the
+``Args:`` section of every public function that takes it (written out in each,
+as optax does; ``tests/test_docstrings.py`` checks the names, their order and
+the stated defaults against the signatures), and gets rows in
+``tests/cases.py`` and in the README's table of options.
 
 Why the scalars are arguments of the jitted leaf function, never closed over:
 ``_adam_leaf`` is traced once per leaf shape and dtype, and that trace is
@@ -46,12 +48,13 @@ import math
 from typing import Any, NamedTuple
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike, DTypeLike
 from optax import ScaleByAdamState, ScaleByAmsgradState
 
-from adam_optax import argument_docs, checks, storage
+from adam_optax import checks, storage
 
 _INT32_MAX = jnp.iinfo(jnp.int32).max
 
@@ -134,7 +137,11 @@ def _adam_leaf(g, mu, nu, nu_max, k: _Scalars, key=None):
     Returns (update, mu, nu, nu_max). ``key`` (None unless stochastic rounding
     is on) gives the random bits for this leaf and step.
     """
-    return storage.apply(lambda *args: _adam_step(*args, k), g, (mu, nu, nu_max), key)
+
+    def step(g, mu, nu, nu_max):
+        return _adam_step(g, mu, nu, nu_max, k)
+
+    return storage.apply(step, g, (mu, nu, nu_max), key)
 
 
 @jax.jit
@@ -427,7 +434,6 @@ def _scalars(
     )
 
 
-@argument_docs.documented()
 def scale_by_adam(
     b1: ArrayLike = 0.9,
     b2: ArrayLike = 0.999,
@@ -459,7 +465,33 @@ def scale_by_adam(
     ICLR 2015, https://arxiv.org/abs/1412.6980.
 
     Args:
-        {args}
+        b1: decay rate of the first-moment average m_t, in [0, 1). Default: ``0.9``.
+        b2: decay rate of the second-moment average v_t, in [0, 1). Default: ``0.999``.
+        eps: added to the denominator outside the square root, sqrt(v̂_t + eps_root) + eps, for
+            numerical stability; >= 0. Default: ``1e-8``.
+        eps_root: added to v̂_t inside the square root, >= 0. A positive value keeps the
+            gradient of the update finite when v̂_t = 0 (meta-learning). Default: ``0.0``.
+        mu_dtype: storage dtype of the first moment m, a floating or complex dtype; complex
+            params get its complex counterpart. None means the params' dtype. Default: ``None``.
+        nu_dtype: storage dtype of the second moment v (and of the AMSGrad max), a real floating
+            dtype. None means the params' real dtype (float32 for complex64 params), but float32
+            for float16 params, whose squared gradients underflow in float16. Default: ``None``.
+        nesterov: use Nesterov momentum (NAdam, Dozat 2016) in optax's formula: m̂_t = b1 m_t /
+            (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t). Default: ``False``.
+        amsgrad: use AMSGrad (Reddi et al. 2018) in PyTorch's and Keras's convention: the
+            denominator uses the running max of the raw v_t, bias-corrected after the max. The
+            state gains ``nu_max`` (``ScaleByAmsgradState``). For optax's convention, the max of
+            the bias-corrected v̂_t, use ``scale_by_amsgrad``. Default: ``False``.
+        eps_hat: add eps to sqrt(v_t) before the bias correction, the ε̂ of the paper's §2, as
+            TensorFlow and Keras do: the denominator becomes sqrt(v̂_t) + eps / sqrt(1 - b2^t).
+            Default: ``False``.
+        stochastic_rounding: store the 16-bit moments (bfloat16 or float16, set by ``mu_dtype``
+            and ``nu_dtype``, one of which must be 16-bit) by unbiased stochastic rounding
+            instead of round-to-nearest, so that E[stored] = computed (Gupta et al. 2015;
+            Zamirai et al. 2020). With round-to-nearest and b2 = 0.999, a bfloat16 v cannot
+            decay: 0.999 · v rounds back to v. Default: ``False``.
+        seed: an integer in [0, 2**32); the random bits of stochastic rounding derive from it,
+            the step count and the leaf's index, so that a run is reproducible. Default: ``0``.
 
     Returns:
         A ``GradientTransformation`` with state ``ScaleByAdamState(count, mu,
@@ -493,7 +525,6 @@ def scale_by_adam(
     )
 
 
-@argument_docs.documented(**argument_docs.EIGHT_BIT)
 def scale_by_adam8bit(
     b1: ArrayLike = 0.9,
     b2: ArrayLike = 0.999,
@@ -540,7 +571,27 @@ def scale_by_adam8bit(
     Block-wise Quantization", ICLR 2022, https://arxiv.org/abs/2110.02861.
 
     Args:
-        {args}
+        b1: decay rate of the first-moment average m_t, in [0, 1). Default: ``0.9``.
+        b2: decay rate of the second-moment average v_t, in [0, 1). Default: ``0.999``.
+        eps: added to the denominator outside the square root, sqrt(v̂_t + eps_root) + eps, for
+            numerical stability; >= 0. Default: ``1e-8``.
+        eps_root: added to v̂_t inside the square root, >= 0. A positive value keeps the
+            gradient of the update finite when v̂_t = 0 (meta-learning). Default: ``0.0``.
+        nesterov: use Nesterov momentum (NAdam, Dozat 2016) in optax's formula: m̂_t = b1 m_t /
+            (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t). Default: ``False``.
+        amsgrad: use AMSGrad (Reddi et al. 2018) in PyTorch's and Keras's convention: the
+            denominator uses the running max of the raw v_t, bias-corrected after the max. The
+            state gains ``nu_max`` (``ScaleByAmsgradState``). For optax's convention, the max of
+            the bias-corrected v̂_t, use ``scale_by_amsgrad``. The running max is stored like
+            v. Default: ``False``.
+        eps_hat: add eps to sqrt(v_t) before the bias correction, the ε̂ of the paper's §2, as
+            TensorFlow and Keras do: the denominator becomes sqrt(v̂_t) + eps / sqrt(1 - b2^t).
+            Default: ``False``.
+        block_size: elements per 8-bit block along a leaf's last axis, each block with its own
+            float32 scale (its absmax); a positive integer. A row's last block is shorter when
+            block_size does not divide the axis. Default: ``256``.
+        min_quantized_size: leaves with fewer elements (and scalars and complex leaves) keep
+            float32 (complex64) moments; an integer >= 0. Default: ``4096``.
 
     Returns:
         A ``GradientTransformation`` with state ``ScaleByAdamState(count, mu,
@@ -578,7 +629,6 @@ def scale_by_adam8bit(
     )
 
 
-@argument_docs.documented()
 def scale_by_amsgrad(
     b1: ArrayLike = 0.9,
     b2: ArrayLike = 0.999,
@@ -610,7 +660,21 @@ def scale_by_amsgrad(
     ICLR 2018, https://openreview.net/forum?id=ryQu7f-RZ.
 
     Args:
-        {args}
+        b1: decay rate of the first-moment average m_t, in [0, 1). Default: ``0.9``.
+        b2: decay rate of the second-moment average v_t, in [0, 1). Default: ``0.999``.
+        eps: added to the denominator outside the square root, sqrt(v̂_t + eps_root) + eps, for
+            numerical stability; >= 0. Default: ``1e-8``.
+        eps_root: added to v̂_t inside the square root, >= 0. A positive value keeps the
+            gradient of the update finite when v̂_t = 0 (meta-learning). Default: ``0.0``.
+        mu_dtype: storage dtype of the first moment m, a floating or complex dtype; complex
+            params get its complex counterpart. None means the params' dtype. Default: ``None``.
+        bias_correction_mu: divide m_t by 1 - b1^t. False uses m_t itself. Default: ``True``.
+        bias_correction_nu: take the running max of the bias-corrected v̂_t = v_t / (1 - b2^t).
+            False takes the max of the raw v_t and never corrects it, as in Reddi et al.'s
+            paper. Default: ``True``.
+        nu_dtype: storage dtype of the second moment v (and of the AMSGrad max), a real floating
+            dtype. None means the params' real dtype (float32 for complex64 params), but float32
+            for float16 params, whose squared gradients underflow in float16. Default: ``None``.
 
     Returns:
         A ``GradientTransformation`` with state ``ScaleByAmsgradState(count, mu,
@@ -644,7 +708,6 @@ def scale_by_amsgrad(
     )
 
 
-@argument_docs.documented(**argument_docs.ADAMAX)
 def scale_by_adamax(
     b1: ArrayLike = 0.9, b2: ArrayLike = 0.999, eps: ArrayLike = 1e-8
 ) -> optax.GradientTransformation:
@@ -665,7 +728,10 @@ def scale_by_adamax(
     ICLR 2015, §7.1, https://arxiv.org/abs/1412.6980.
 
     Args:
-        {args}
+        b1: decay rate of the first-moment average m_t, in [0, 1). Default: ``0.9``.
+        b2: decay rate of the infinity norm u_t, in [0, 1). Default: ``0.999``.
+        eps: added to |g_t| inside the max, >= 0; a zero first gradient then gives 0, not 0/0.
+            Default: ``1e-8``.
 
     Returns:
         A ``GradientTransformation`` with state ``ScaleByAdamState(count, mu,
