@@ -125,7 +125,11 @@ _API_ENTRY = re.compile(r"^ {3}(~?[A-Za-z_][\w.]*)\s*$", re.MULTILINE)
 
 
 def _check_api_page(app):
-    """Warns (an error under -W) unless api.rst lists exactly the names of ``__all__``."""
+    """Warns (an error under -W) unless api.rst lists exactly the names of ``__all__``.
+
+    It also deletes the generated page of a name no longer listed, which would otherwise
+    fail the build as a page in no table of contents.
+    """
     with open(os.path.join(app.srcdir, "api.rst"), encoding="utf-8") as f:
         listed = [name.lstrip("~") for name in _API_ENTRY.findall(f.read())]
     public = set(adam_optax.__all__)
@@ -135,6 +139,11 @@ def _check_api_page(app):
         logger.warning("api.rst: %s is listed but is not in adam_optax.__all__", name)
     for name in sorted({n for n in listed if listed.count(n) > 1}):
         logger.warning("api.rst: %s is listed twice", name)
+    generated = os.path.join(app.srcdir, "_autosummary")
+    keep = {f"adam_optax.{name}.rst" for name in listed}
+    for page in os.listdir(generated) if os.path.isdir(generated) else ():
+        if page.endswith(".rst") and page not in keep:
+            os.remove(os.path.join(generated, page))
 
 
 def setup(app):
