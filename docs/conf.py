@@ -50,6 +50,7 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
+napoleon_use_rtype = False  # "Returns: type – text", not a separate "Return type" field
 
 # ``sphinx -b doctest`` runs the guides' testcode blocks. The docstrings' >>> examples are
 # pytest's (``--doctest-modules``), so they are not run a second time here.
