@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, common.History]:
     """Runs the command line `argv`; returns the history of each optimizer it trained."""
     config = common.parse_args(argv, __doc__)
     with common.exit_cleanly(config):  # bad input and Ctrl-C: one line, no traceback
-        create_optimizer(config, total_steps=1)  # --state 8bit: refused before any work
+        create_optimizer(config, 1)  # --state 8bit: refused before any work starts
         start = time.perf_counter()
         data = common.load_data(config.data)
         histories = {config.optimizer: train_and_evaluate(config, data)[1]}
