@@ -231,14 +231,20 @@ class Checkpoints:
         if self.dir is None or (epoch := self.manager.latest_step()) is None:
             return state, History()
         a, where, now = self.args, f"--checkpoint-dir {self.dir}", self.options
+        save = os.path.join(self.dir, str(epoch))  # orbax writes a save whole, so a part
+        missing = [part for part in ("run", "state") if not os.path.isdir(f"{save}/{part}")]
+        _require(  # missing is another program's save, or one damaged since
+            not missing,
+            f"{where}: the save of epoch {epoch} has no {' or '.join(missing)}; not a save of "
+            f"this example, or a damaged one: remove {save} to resume from the one before",
+        )
         saved = self.manager.restore(epoch, args=a.Composite(run=a.JsonRestore())).run
         changed = [f"{k}={v!r}, now {now[k]!r}" for k, v in saved["options"].items() if v != now[k]]
         _require(not changed, f"{where} holds a run with other options ({'; '.join(changed)})")
-        try:
-            host = jax.device_get(state)  # NumPy: the first step places them, as it does fresh ones
-            state = self.manager.restore(epoch, args=a.Composite(state=a.StandardRestore(host)))
-        except Exception as error:  # orbax raises many types; its message is what helps
-            raise UsageError(f"{where}: cannot restore epoch {epoch} ({error})") from None
+        # The same options give the same structure, so an error from here on is a bug: it
+        # surfaces whole, with its traceback.
+        host = jax.device_get(state)  # NumPy: the first step places them, as it does fresh ones
+        state = self.manager.restore(epoch, args=a.Composite(state=a.StandardRestore(host)))
         tqdm.write(f"resumed from {where} after epoch {epoch}")
         return state.state, History(**saved["history"])
 

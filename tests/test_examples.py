@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -413,3 +414,39 @@ def test_the_state_option_stores_the_moments_as_asked(api, state, hidden, runs, 
     expected = (state_bytes + counts) / params
     assert history.state_bytes_per_param == pytest.approx(expected, rel=1e-6)
     assert f" state={state} state_bytes_per_param={expected:.2f} " in line
+
+
+@pytest.fixture
+def a_save(tmp_path) -> tuple[argparse.Namespace, dict]:
+    """A --checkpoint-dir holding one save of a small state, as the examples write it."""
+    config = common.parse_args(["--checkpoint-dir", str(tmp_path)], "")
+    state = {"w": np.ones((3, 4), np.float32), "b": np.zeros(4, np.float32)}
+    common.Checkpoints(config).save(state, common.History(epoch_end=[1]))
+    return config, state
+
+
+@pytest.mark.parametrize("part", ["state", "run"])
+def test_a_damaged_save_is_named_in_one_line(part, a_save, tmp_path):
+    config, state = a_save
+    shutil.rmtree(tmp_path / "1" / part)
+    with pytest.raises(common.UsageError, match=rf"epoch 1 has no {part}; .*remove \S+/1 to"):
+        common.Checkpoints(config).restore(state)
+
+
+def test_an_error_restoring_a_sound_save_surfaces_whole(a_save, monkeypatch):
+    """Restore once turned every exception into a usage error, hiding orbax's and ours."""
+    config, state = a_save
+    checkpoints = common.Checkpoints(config)
+    restore = checkpoints.manager.restore
+
+    def failing(step, args):
+        if "state" in args:
+            raise RuntimeError("a bug in the library")
+        return restore(step, args=args)
+
+    monkeypatch.setattr(checkpoints.manager, "restore", failing)
+    with pytest.raises(RuntimeError, match="a bug in the library"):
+        checkpoints.restore(state)
+    restored, history = common.Checkpoints(config).restore(state)  # and a sound one restores
+    chex.assert_trees_all_equal(restored, state)
+    assert history.epoch_end == [1]
