@@ -12,8 +12,11 @@ stay replicated. On a GPU or TPU cluster, start one process per host yourself (S
 srun, or each Cloud TPU VM) and call `jax.distributed.initialize()` with no arguments: it
 reads the coordinator, process count and id from the cluster.
 
-If a process dies, the launcher stops the others and exits non-zero with one line saying
-which; a coordinator that never answers ends each worker after --init-timeout seconds.
+Options are checked before any process starts (one line, exit code 2). If a process dies,
+the launcher stops the others and exits with code 1 and one line saying which and why (its
+last log line); a coordinator that never answers ends each worker after --init-timeout
+seconds. Ctrl-C stops them all, with one line and exit code 130. Only the result line goes
+to stdout; everything else the processes write (gloo's lines) goes to their logs.
 """
 
 from __future__ import annotations
