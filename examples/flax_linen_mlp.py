@@ -2,6 +2,7 @@
 
     python examples/flax_linen_mlp.py                                        # 8x8 digits
     python examples/flax_linen_mlp.py --data mnist.npz --hidden 1000 1000    # the paper's MLP
+    python examples/flax_linen_mlp.py --state 8bit                           # moments in 8 bits
 
 Top to bottom: the data, the model, the optimizer, a jitted train step that returns the
 next TrainState in the buffers of the last, an eval step, the training loop and the

@@ -2,6 +2,7 @@
 
     python examples/flax_mlp.py                                        # 8x8 digits
     python examples/flax_mlp.py --data mnist.npz --hidden 1000 1000    # the Adam paper's MLP
+    python examples/flax_mlp.py --state bfloat16                       # moments in 2 bytes each
 
 Top to bottom: the data, the model, the optimizer, a jitted train step that updates the
 model and the optimizer in place, an eval step, the training loop and the command line.
