@@ -29,6 +29,8 @@ import jax.core
 import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from adam_optax import checks
+
 # Leaves of at least this many elements that the rule cannot shard are named in a warning.
 LARGE_LEAF_SIZE = 2**16
 
@@ -144,6 +146,8 @@ def shard_state(
         A `GradientTransformation` whose state is a `ShardedState`.
 
     Raises:
+        TypeError: `tx` is not an optax transform (such as the uncalled factory
+            `adam_optax.adamw`), or `mesh` is not a `jax.sharding.Mesh` or `AbstractMesh`.
         ValueError: `mesh` has no axis named `axis`.
 
     Example:
@@ -154,11 +158,9 @@ def shard_state(
         >>> state.inner[0].mu["w"].sharding.spec
         P('data', None)
     """
-    if axis not in mesh.axis_names:
-        raise ValueError(
-            f"shard_state: axis={axis!r} is not an axis of the mesh, whose axes are "
-            f"{tuple(mesh.axis_names)}; pass one of them as axis."
-        )
+    checks.transformation("tx", tx)
+    checks.mesh("mesh", mesh)
+    checks.mesh_axis("axis", axis, mesh)
     axis_size = mesh.shape[axis]
 
     def init_fn(params: optax.Params) -> ShardedState:

@@ -198,6 +198,65 @@ def test_a_mesh_without_the_axis_is_refused():
         adam_optax.shard_state(adam_optax.adam(1e-3), data_mesh(), axis="batch")
 
 
+BAD_ARGUMENTS = {  # id: (tx, mesh, axis, error, message); once, each failed late or vaguely
+    "uncalled_factory": (
+        adam_optax.adam,
+        data_mesh,
+        "data",
+        TypeError,
+        r"tx must be an optax\.GradientTransformation, got the function adam_optax\.aliases\.ada"
+        r"m itself: call it, e.g\. tx=adam_optax\.adamw\(1e-3\)",
+    ),
+    "not_a_transform": (
+        {"lr": 1e-3},
+        data_mesh,
+        "data",
+        TypeError,
+        r"tx must be an optax\.GradientTransformation .*got \{'lr': 0\.001\} of type dict",
+    ),
+    "no_mesh": (
+        adam_optax.adam(1e-3),
+        lambda: None,
+        "data",
+        TypeError,
+        r"mesh must be a jax\.sharding\.Mesh \(or AbstractMesh\), got None of type NoneType",
+    ),
+    "devices_not_a_mesh": (
+        adam_optax.adam(1e-3),
+        lambda: jax.devices()[:8],
+        "data",
+        TypeError,
+        r"mesh must be a jax\.sharding\.Mesh .* of type list",
+    ),
+    "abstract_mesh_without_the_axis": (
+        adam_optax.adam(1e-3),
+        lambda: jax.sharding.AbstractMesh((8,), ("batch",)),
+        "data",
+        ValueError,
+        r"axis='data' is not an axis of the mesh, whose axes are \('batch',\)",
+    ),
+    "axis_not_a_name": (
+        adam_optax.adam(1e-3),
+        data_mesh,
+        0,
+        ValueError,
+        r"axis=0 is not an axis of the mesh",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ARGUMENTS.values(), ids=BAD_ARGUMENTS)
+def test_bad_arguments_fail_at_construction(case):
+    tx, mesh, axis, error, message = case
+    with pytest.raises(error, match=message):
+        adam_optax.shard_state(tx, mesh(), axis=axis)
+
+
+def test_an_abstract_mesh_is_accepted():
+    tx = adam_optax.shard_state(adam_optax.adam(1e-3), jax.sharding.AbstractMesh((8,), ("data",)))
+    assert callable(tx.init) and callable(tx.update)
+
+
 def test_one_warning_names_the_large_leaves_left_whole():
     mesh = data_mesh()
     params = {"odd": jnp.zeros((257, 259)), "small": jnp.zeros((3,)), "even": jnp.zeros((8, 9))}
