@@ -315,3 +315,81 @@ def test_one_warning_names_the_large_leaves_left_whole():
     assert "state[0].mu['odd'] (257, 259)" in message
     assert "state[0].nu['odd'] (257, 259)" in message
     assert "small" not in message and "even" not in message
+
+
+def assert_whole_blocks(shape, codes, scales, block):
+    """Each device holds whole blocks of the codes and the scales of exactly those blocks:
+    read from the shards' index ranges (JAX's, from the shardings), not from the rule."""
+    n = shape[-1]
+    scales_shape = (*shape[:-1], -(-n // block))
+    codes_at = codes.devices_indices_map(shape)
+    scales_at = scales.devices_indices_map(scales_shape)
+    for device, (*rows, cols) in codes_at.items():
+        *scale_rows, scale_cols = scales_at[device]
+        start, stop, _ = cols.indices(n)
+        assert start % block == 0, (device, start)
+        assert stop % block == 0 or stop == n, (device, stop)
+        assert scale_cols.indices(scales_shape[-1])[:2] == (start // block, -(-stop // block))
+        assert [r.indices(d)[:2] for r, d in zip(rows, shape, strict=False)] == [
+            r.indices(d)[:2] for r, d in zip(scale_rows, shape, strict=False)
+        ]
+
+
+def test_8bit_leaves_are_cut_in_whole_blocks_with_their_scales():
+    """Blocks of 256 along the last axis, 8 devices: rows when 8 divides them; else the
+    last axis when 8 divides the blocks per row and each block is whole; else whole.
+    Laid out abstractly (eval_shape, no compiles); one leaf then takes a real step."""
+    mesh = data_mesh()
+    per_device = {  # shape: (codes, scales) shape on each device
+        (64, 300): ((8, 300), (8, 2)),  # rows over 8; the 2 blocks (256 + 44) stay together
+        (7, 2048): ((7, 256), (7, 1)),  # 8 blocks per row: one block and its scale each
+        (4096,): ((512,), (2,)),  # 16 blocks: two each
+        (7, 1024): ((7, 1024), (7, 4)),  # 4 blocks per row over 8: whole, small: no warning
+        (7, 9472): ((7, 9472), (7, 37)),  # 37 blocks per row: whole (was 1,184 codes each)
+    }
+    names = {shape: f"p{i}" for i, shape in enumerate(per_device)}
+    params = {names[s]: jax.ShapeDtypeStruct(s, jnp.float32) for s in per_device}
+    tx = adam_optax.shard_state(
+        adam_optax.adam8bit(1e-2, min_quantized_size=1024),
+        mesh,
+        param_shardings={k: P() for k in params},
+    )
+    with pytest.warns(UserWarning) as caught:
+        state = jax.eval_shape(tx.init, params)
+    (message,) = [str(w.message) for w in caught]
+    assert "state[0].mu['p4'] (7, 9472) (8-bit, blocks of 256)" in message
+    assert "p3" not in message and "p1" not in message
+    specs = jax.tree.unflatten(jax.tree.structure(state.inner), state.state_specs)
+    for shape, (codes_shape, scales_shape) in per_device.items():
+        for moment in (specs[0].mu, specs[0].nu):
+            q = moment[names[shape]]
+            assert isinstance(q, adam_optax.QuantizedArray), shape
+            codes, scales = NamedSharding(mesh, q.codes), NamedSharding(mesh, q.scales)
+            assert codes.shard_shape(shape) == codes_shape, shape
+            assert scales.shard_shape((*shape[:-1], -(-shape[-1] // 256))) == scales_shape
+            assert_whole_blocks(shape, codes, scales, 256)
+
+    # A step on a last-axis cut: what the unsharded 8-bit step gives, in the same layout.
+    params = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(7, 2048)), jnp.float32)}
+    grads = jax.tree.map(lambda p: jnp.sin(3 * p), params)
+    plain = adam_optax.adam8bit(1e-2, min_quantized_size=1024)
+    expected, _ = jax.jit(plain.update)(grads, plain.init(params), params)
+    tx = adam_optax.shard_state(plain, mesh)
+    updates, state = jax.block_until_ready(jax.jit(tx.update)(grads, tx.init(params), params))
+    chex.assert_trees_all_close(updates, expected, rtol=1e-6, atol=1e-7)
+    q = state.inner[0].nu["w"]
+    assert {s.data.shape for s in q.codes.addressable_shards} == {(7, 256)}
+    assert_whole_blocks(q.shape, q.codes.sharding, q.scales.sharding, 256)
+
+
+def test_8bit_blocks_on_a_model_sharded_last_axis():
+    """On the 4x2 mesh, a (8, 2048) leaf sharded P(None, "model"): 8 blocks per row, 4 per
+    model device, with their scales; the data axis takes the rows."""
+    mesh = data_model_mesh()
+    params = {"w": jax.device_put(jnp.ones((8, 2048)), NamedSharding(mesh, P(None, "model")))}
+    tx = adam_optax.shard_state(adam_optax.adam8bit(1e-2, min_quantized_size=1024), mesh)
+    q = tx.init(params).inner[0].nu["w"]
+    assert q.codes.sharding.spec == P("data", "model")
+    assert q.scales.sharding.spec == P("data", "model")
+    assert {s.data.shape for s in q.scales.addressable_shards} == {(2, 4)}
+    assert_whole_blocks(q.shape, q.codes.sharding, q.scales.sharding, 256)
