@@ -240,16 +240,16 @@ def _param_specs(
 
 
 def _mirrored_spec(
-    path: tuple[Any, ...], shape: tuple[int, ...], params: list[tuple[Any, tuple[int, ...], Any]]
+    path: tuple[Any, ...], shape: tuple[int, ...], params: dict[tuple[Any, ...], Any]
 ) -> PartitionSpec | None:
     """The spec of the params leaf this state leaf mirrors: the longest params path that
-    ends its path, with the same shape; None if there is none."""
-    best, best_len = None, -1
-    for p_path, p_shape, p_spec in params:
-        n = len(p_path)
-        if p_shape == shape and n > best_len and tuple(path[len(path) - n :]) == tuple(p_path):
-            best, best_len = p_spec, n
-    return best
+    ends its path, with the same shape; None if there is none. `params` maps each params
+    path to its (shape, spec)."""
+    for start in range(len(path) + 1):
+        found = params.get(tuple(path[start:]))
+        if found is not None and found[0] == shape:
+            return found[1]
+    return None
 
 
 def _quantized_specs(
@@ -284,12 +284,13 @@ def _state_layout(
 ) -> tuple[tuple[PartitionSpec, ...], list[str]]:
     """One spec per leaf of `inner`, and the large leaves the rule leaves whole."""
     specs, unsharded = [], []
+    by_path = {tuple(p_path): (p_shape, p_spec) for p_path, p_shape, p_spec in params}
     flat = jax.tree_util.tree_flatten_with_path(inner, is_leaf=storage.is_quantized)[0]
     for path, node in flat:
         quantized = storage.is_quantized(node)
         shape = tuple(node.shape) if quantized else _shape(node)
         what = f"state{jax.tree_util.keystr(path)} {shape}"
-        base = _mirrored_spec(path, shape, params)
+        base = _mirrored_spec(path, shape, by_path)
         if base is None and not shape:
             base = PartitionSpec()
         if base is None:

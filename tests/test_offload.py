@@ -17,7 +17,7 @@ from jax.sharding import PartitionSpec as P
 import adam_optax
 import adam_optax.offload
 
-SHAPES = {"w": (16, 8), "v": (8, 300)}  # v is quantized in the 8-bit cases
+SHAPES = {"w": (16, 8), "v": (8, 300)}  # v is quantized in the 8-bit case
 
 
 def make_params(sharding=None):
@@ -35,10 +35,8 @@ def data_mesh():
 
 
 CASES = {  # name: (transform factory, params' sharding factory)
-    "chain(clip, adamw8bit)": (
-        lambda: optax.chain(
-            optax.clip_by_global_norm(1.0), adam_optax.adamw8bit(1e-2, min_quantized_size=1024)
-        ),
+    "chain(clip, adamw)": (
+        lambda: optax.chain(optax.clip_by_global_norm(1.0), adam_optax.adamw(1e-2)),
         lambda: None,
     ),
     "MultiSteps(adam, 2)": (
