@@ -131,3 +131,8 @@ def test_an_orbax_checkpoint_restores_the_state_in_host_memory(tmp_path):
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     jax.block_until_ready(jax.jit(tx.update)(updates, restored, params))  # it steps on
+
+
+def test_a_jitted_init_puts_the_state_in_host_memory():
+    tx = adam_optax.offload_state(adam_optax.adam(1e-3))
+    assert_in("pinned_host", jax.jit(tx.init)(make_params()))
