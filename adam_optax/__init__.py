@@ -13,6 +13,7 @@ from adam_optax.aliases import (
     nadam,
     nadamw,
 )
+from adam_optax.offload import offload_state
 from adam_optax.state_sharding import ShardedState, shard_state
 from adam_optax.storage import QuantizedArray, dequantize
 from adam_optax.transforms import (
@@ -39,6 +40,7 @@ __all__ = [
     "dequantize",
     "nadam",
     "nadamw",
+    "offload_state",
     "scale_by_adam",
     "scale_by_adam8bit",
     "scale_by_adamax",
