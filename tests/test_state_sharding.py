@@ -156,7 +156,7 @@ def test_8bit_state_is_sharded_like_any_other():
     params, state, recompiles, _ = train(tx, make_params(mesh), batch, steps=5)
     assert recompiles == 0
     chex.assert_trees_all_close(params, expected, rtol=1e-6, atol=1e-6)
-    mu = state.inner[0].mu["w1"]  # (64, 24): 1,536 elements, quantized
+    mu = state.inner[0].mu.per_leaf()["w1"]  # (64, 24): 1,536 elements, quantized
     assert isinstance(mu, adam_optax.QuantizedArray)
     for part in (mu.codes, mu.scales):
         assert {shard.data.shape[0] for shard in part.addressable_shards} == {64 // 8}
