@@ -96,10 +96,12 @@ class QuantizedArray:
 
     A registered pytree node with codes and scales as children, so jit,
     donation, checkpointing and sharding treat it as two arrays. The 8-bit
-    transforms (``adam8bit``, ``scale_by_adam8bit``) make them at ``init``;
-    ``dequantize`` reads them back. The format is Dettmers et al.'s blockwise
-    dynamic quantization ("8-bit Optimizers via Block-wise Quantization",
-    ICLR 2022), described in this module's docstring.
+    transforms (``adam8bit``, ``scale_by_adam8bit``) store a whole moment as a
+    ``QuantizedTree`` and step each quantized leaf as one of these
+    (``QuantizedTree.per_leaf``); ``dequantize`` reads either back. The
+    format is Dettmers et al.'s blockwise dynamic quantization ("8-bit
+    Optimizers via Block-wise Quantization", ICLR 2022), described in this
+    module's docstring.
 
     Example:
         >>> import jax.numpy as jnp, adam_optax
