@@ -272,14 +272,14 @@ def _init_moments(
     *,
     squares: bool = True,
     blocks: _Blocks | None = None,
-):
+) -> tuple[Any, Any]:
     """Zero moments: mu in mu_dtype (complex for complex params), nu real.
 
     With ``squares`` (nu holds |g|², not AdaMax's |g|), nu defaults to float32
     for float16 params: (1-b2)·g² rounds to 0 in float16 for |g| < 5.5e-3,
     and a later zero gradient would then divide m̂ by eps alone. With
-    ``blocks``, the leaves it applies to get 8-bit moments instead: m signed,
-    v unsigned.
+    ``blocks``, mu and nu are ``storage.QuantizedTree``s whose leaves that
+    ``blocks`` applies to are 8-bit: m signed, v unsigned.
     """
     checks.inexact_params(params)
 
