@@ -147,14 +147,14 @@ class QuantizedTree:
             the param's shape, as ``QuantizedArray.codes``; any other leaf holds
             the moment itself, a float array.
         scales: the params' tree structure, float32. A quantized leaf holds its
-            block scales, as ``QuantizedArray.scales``; any other leaf a zero
-            scalar, a placeholder (4 bytes).
+            block scales, as ``QuantizedArray.scales``; any other leaf an empty
+            ``optax.MaskedNode()``: no scales, no bytes.
         signed: whether the signed map is used (static): True for m, False for v.
         block_size: the block length along the last axis (static).
 
     The 8-bit transforms' ``mu`` and ``nu``: two trees of plain arrays rather
-    than one tree of ``QuantizedArray`` nodes, so that each params leaf has one
-    array in each. Flax NNX's ``nnx.Optimizer`` keeps the state of each params
+    than one tree of ``QuantizedArray`` nodes, so that each params leaf has at
+    most one array in each. Flax NNX's ``nnx.Optimizer`` keeps the state of each params
     leaf in a ``Variable``, and after each update writes into it what NNX
     flattens the new state to, which splits every pytree node: a
     ``QuantizedArray`` there came back as a ``State`` of codes and scales.
@@ -166,7 +166,7 @@ class QuantizedTree:
         >>> tx = adam_optax.scale_by_adam8bit(block_size=4, min_quantized_size=8)
         >>> mu = tx.init({"w": jnp.ones((2, 6)), "b": jnp.ones(2)}).mu
         >>> print(mu.codes["w"].dtype, mu.scales["w"].shape, mu.codes["b"].dtype, mu.scales["b"])
-        uint8 (2, 2) float32 0.0
+        uint8 (2, 2) float32 MaskedNode()
         >>> type(mu.per_leaf()["w"]).__name__, type(mu.per_leaf()["b"]).__name__
         ('QuantizedArray', 'ArrayImpl')
     """

@@ -195,26 +195,21 @@ def _zeros_like(param: Any, dtype: Any, fill: int = 0, last: int | None = None) 
     return jnp.zeros(shape, dtype, device=sharding)
 
 
-def _scalar_zero(leaves: list[Any], dtype: Any) -> jax.Array:
-    """A zero scalar, replicated on the mesh of the first sharded leaf if there is one.
+def _init_count(params: Any) -> jax.Array:
+    """A zero int32 step count, replicated on the params' mesh if they have one.
 
-    A jitted step returns such scalars replicated on that mesh; starting them
-    there too keeps the second call from recompiling.
+    A jitted step returns the count replicated on that mesh; starting it there
+    too keeps the second call from recompiling.
     """
-    for leaf in leaves:
+    for leaf in jax.tree.leaves(params):
         sharding = getattr(leaf, "sharding", None)
         if isinstance(sharding, jax.sharding.NamedSharding):
             return jnp.zeros(
                 [],
-                dtype,
+                jnp.int32,
                 device=jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec()),
             )
-    return jnp.zeros([], dtype)
-
-
-def _init_count(params: Any) -> jax.Array:
-    """A zero int32 step count, replicated on the params' mesh if they have one."""
-    return _scalar_zero(jax.tree.leaves(params), jnp.int32)
+    return jnp.zeros([], jnp.int32)
 
 
 def _param_dtype(param: Any) -> jnp.dtype:
@@ -257,7 +252,7 @@ class _Blocks(NamedTuple):
             if self.applies(p):
                 blocks = storage.blocks_per_row(tuple(jnp.shape(p)), block_size)
                 return _zeros_like(p, jnp.float32, last=blocks)
-            return _scalar_zero([p], jnp.float32)
+            return optax.MaskedNode()  # no scales: an empty node, no bytes
 
         codes_tree = jax.tree.map(codes, params)  # checks min_quantized_size first
         block_size = checks.static_integer("block_size", self.block_size)
