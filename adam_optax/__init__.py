@@ -15,7 +15,7 @@ from adam_optax.aliases import (
 )
 from adam_optax.offload import offload_state
 from adam_optax.state_sharding import ShardedState, shard_state
-from adam_optax.storage import QuantizedArray, dequantize
+from adam_optax.storage import QuantizedArray, QuantizedTree, dequantize
 from adam_optax.transforms import (
     scale_by_adam,
     scale_by_adam8bit,
@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "QuantizedArray",
+    "QuantizedTree",
     "ScaleByAdamState",
     "ScaleByAmsgradState",
     "ShardedState",

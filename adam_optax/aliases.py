@@ -681,7 +681,7 @@ def adam8bit(
         >>> new = optax.apply_updates(params, updates)  # θ - lr·sign(g)
         >>> print(np.asarray(new["w"]).round(4))
         [ 0.9 -1.9]
-        >>> print(state[0].mu["w"].codes.dtype)
+        >>> print(state[0].mu.codes["w"].dtype)
         uint8
     """
     return _finish(

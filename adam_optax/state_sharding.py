@@ -22,8 +22,9 @@ same whether ``init`` runs eagerly, under ``jit`` or under ``eval_shape``. Where
 not say how a params leaf is laid out (a traced array on a mesh with Auto axes, or with
 no mesh), ``init`` raises unless ``param_shardings`` says it: it never guesses.
 
-An 8-bit ``QuantizedArray`` (uint8 ``codes`` shaped like the moment, float32 ``scales``
-with one entry per block of ``block_size`` along the last axis) is cut in whole blocks:
+An 8-bit moment (a ``QuantizedTree``: a tree of uint8 ``codes`` shaped like the params and
+a tree of float32 ``scales``, one entry per block of ``block_size`` along the last axis) is
+laid out leaf by leaf, each quantized leaf as a ``QuantizedArray``, cut in whole blocks:
 codes and scales on the same leading dimension when the axis size divides one; else on
 the last axis when every block is whole (its length divides the row) and the axis size
 divides the blocks per row, each device then holding whole blocks and exactly their
@@ -285,8 +286,9 @@ def _state_layout(
     """One spec per leaf of `inner`, and the large leaves the rule leaves whole."""
     specs, unsharded = [], []
     by_path = {tuple(p_path): (p_shape, p_spec) for p_path, p_shape, p_spec in params}
-    flat = jax.tree_util.tree_flatten_with_path(inner, is_leaf=storage.is_quantized)[0]
-    for path, node in flat:
+
+    def layout(path: tuple[Any, ...], node: Any) -> list[PartitionSpec]:
+        """The specs of `node`'s leaves, in flattening order: an array or a QuantizedArray."""
         quantized = storage.is_quantized(node)
         shape = tuple(node.shape) if quantized else _shape(node)
         what = f"state{jax.tree_util.keystr(path)} {shape}"
@@ -301,22 +303,41 @@ def _state_layout(
                     f"leaf (no params path ends its path with its shape). {_UNKNOWN_LAYOUT}"
                 )
             base = _full(known, len(shape), what, mesh)
+        out = []
         if quantized:
             codes_spec, scales_spec = _quantized_specs(node, base, mesh, axis)
             for leaf in jax.tree.leaves(node):  # by identity: whatever the node's field order
                 if leaf is node.codes:
-                    specs.append(codes_spec)
+                    out.append(codes_spec)
                 elif leaf is node.scales:
-                    specs.append(scales_spec)
+                    out.append(scales_spec)
                 else:
-                    specs.append(PartitionSpec(*[None] * len(_shape(leaf))))
+                    out.append(PartitionSpec(*[None] * len(_shape(leaf))))
             spec = codes_spec
             what += f" (8-bit, blocks of {min(node.block_size, shape[-1])})"
         else:
             spec = zero1_spec(shape, base, axis, mesh.shape[axis])
-            specs.append(spec)
+            out.append(spec)
         if axis not in _axes_of(spec) and math.prod(shape) >= LARGE_LEAF_SIZE:
             unsharded.append(what)
+        return out
+
+    def is_node(x: Any) -> bool:
+        return isinstance(x, (storage.QuantizedArray, storage.QuantizedTree))
+
+    for path, node in jax.tree_util.tree_flatten_with_path(inner, is_leaf=is_node)[0]:
+        if not isinstance(node, storage.QuantizedTree):
+            specs += layout(tuple(path), node)
+            continue
+        # Laid out leaf by leaf (QuantizedArray views), then listed in the node's own
+        # order (all codes, then all scales), matched by identity. The scales
+        # placeholders of unquantized leaves are scalars: replicated.
+        by_array = {}
+        view = jax.tree_util.tree_flatten_with_path(node.per_leaf(), is_leaf=storage.is_quantized)
+        for leaf_path, leaf in view[0]:
+            leaf_specs = layout((*path, *leaf_path), leaf)
+            by_array.update(zip(map(id, jax.tree.leaves(leaf)), leaf_specs, strict=True))
+        specs += [by_array.get(id(x), PartitionSpec()) for x in jax.tree.leaves(node)]
     return tuple(specs), unsharded
 
 

@@ -195,18 +195,6 @@ def _zeros_like(param: Any, dtype: Any, fill: int = 0, last: int | None = None) 
     return jnp.zeros(shape, dtype, device=sharding)
 
 
-def _quantized_zeros(param: Any, signed: bool, block_size: int) -> storage.QuantizedArray:
-    """A zero moment for ``param`` as 8-bit codes (sharded like it) and block scales."""
-    shape = tuple(jnp.shape(param))
-    return storage.QuantizedArray(
-        codes=_zeros_like(param, jnp.uint8, fill=storage.zero_code(signed)),
-        scales=_zeros_like(param, jnp.float32, last=storage.blocks_per_row(shape, block_size)),
-        shape=shape,
-        signed=signed,
-        block_size=block_size,
-    )
-
-
 def _init_count(params: Any) -> jax.Array:
     """A zero int32 step count, replicated on the params' mesh if they have one.
 
@@ -249,9 +237,27 @@ class _Blocks(NamedTuple):
             and not jnp.issubdtype(param.dtype, jnp.complexfloating)
         )
 
-    def zeros(self, param: Any, signed: bool) -> storage.QuantizedArray:
-        """A zero 8-bit moment for ``param``."""
-        return _quantized_zeros(param, signed, checks.static_integer("block_size", self.block_size))
+    def zeros(self, params: Any, signed: bool, plain: Any) -> storage.QuantizedTree:
+        """A zero moment: 8-bit where it ``applies``, ``plain(param)`` elsewhere.
+
+        Codes are sharded like their param; scales like it but for the last axis.
+        """
+
+        def codes(p):
+            if self.applies(p):
+                return _zeros_like(p, jnp.uint8, fill=storage.zero_code(signed))
+            return plain(p)
+
+        def scales(p):
+            if self.applies(p):
+                blocks = storage.blocks_per_row(tuple(jnp.shape(p)), block_size)
+                return _zeros_like(p, jnp.float32, last=blocks)
+            return optax.MaskedNode()  # no scales: an empty node, no bytes
+
+        codes_tree = jax.tree.map(codes, params)  # checks min_quantized_size first
+        block_size = checks.static_integer("block_size", self.block_size)
+        scales_tree = jax.tree.map(scales, params)
+        return storage.QuantizedTree(codes_tree, scales_tree, signed, block_size)
 
 
 def _init_moments(
@@ -261,20 +267,18 @@ def _init_moments(
     *,
     squares: bool = True,
     blocks: _Blocks | None = None,
-):
+) -> tuple[Any, Any]:
     """Zero moments: mu in mu_dtype (complex for complex params), nu real.
 
     With ``squares`` (nu holds |g|², not AdaMax's |g|), nu defaults to float32
     for float16 params: (1-b2)·g² rounds to 0 in float16 for |g| < 5.5e-3,
     and a later zero gradient would then divide m̂ by eps alone. With
-    ``blocks``, the leaves it applies to get 8-bit moments instead: m signed,
-    v unsigned.
+    ``blocks``, mu and nu are ``storage.QuantizedTree``s whose leaves that
+    ``blocks`` applies to are 8-bit: m signed, v unsigned.
     """
     checks.inexact_params(params)
 
     def mu_zeros(p):
-        if blocks is not None and blocks.applies(p):
-            return blocks.zeros(p, signed=True)
         p_dtype = _param_dtype(p)
         dtype = p_dtype if mu_dtype is None else mu_dtype
         if jnp.issubdtype(p_dtype, jnp.complexfloating):
@@ -282,8 +286,6 @@ def _init_moments(
         return _zeros_like(p, dtype)
 
     def nu_zeros(p):
-        if blocks is not None and blocks.applies(p):
-            return blocks.zeros(p, signed=False)
         dtype = nu_dtype
         if dtype is None:
             dtype = _real(_param_dtype(p))
@@ -291,6 +293,8 @@ def _init_moments(
                 dtype = jnp.float32
         return _zeros_like(p, dtype)
 
+    if blocks is not None:
+        return blocks.zeros(params, True, mu_zeros), blocks.zeros(params, False, nu_zeros)
     return jax.tree.map(mu_zeros, params), jax.tree.map(nu_zeros, params)
 
 
@@ -352,7 +356,10 @@ def _adam_family(
 
     def update_fn(updates, state, params=None):
         del params
-        checks.updates_match(updates, state.mu, is_leaf=storage.is_quantized)
+        # Leaf by leaf: 8-bit moments as QuantizedArray, the others as stored.
+        mu, nu = storage.per_leaf(state.mu), storage.per_leaf(state.nu)
+        nu_max = storage.per_leaf(getattr(state, "nu_max", None))
+        checks.updates_match(updates, mu, is_leaf=storage.is_quantized)
         count = _increment(state.count)
         k = _scalars(
             count=count,
@@ -365,7 +372,6 @@ def _adam_family(
             eps_hat=eps_hat,
             correct_mu=correct_mu,
         )
-        nu_max = getattr(state, "nu_max", None)
         keys = None
         if stochastic_rounding:
             treedef = jax.tree.structure(updates)
@@ -377,11 +383,13 @@ def _adam_family(
             lambda g, m, v, vmax, key: _adam_leaf(g, m, v, vmax, k, key),
             4,
             updates,
-            state.mu,
-            state.nu,
+            mu,
+            nu,
             nu_max,
             keys,
         )
+        mu, nu = storage.stored_like(state.mu, mu), storage.stored_like(state.nu, nu)
+        nu_max = storage.stored_like(getattr(state, "nu_max", None), nu_max)
         if max_convention is None:
             return updates, ScaleByAdamState(count=count, mu=mu, nu=nu)
         return updates, ScaleByAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
@@ -595,9 +603,10 @@ def scale_by_adam8bit(
 
     Returns:
         A ``GradientTransformation`` with state ``ScaleByAdamState(count, mu,
-        nu)`` (``ScaleByAmsgradState`` with amsgrad) whose large leaves are
-        ``adam_optax.QuantizedArray`` nodes; ``adam_optax.dequantize`` reads
-        them back.
+        nu)`` (``ScaleByAmsgradState`` with amsgrad) whose moments are
+        ``adam_optax.QuantizedTree`` nodes: a tree of codes (or float32
+        moments, for the leaves left unquantized) and a tree of block scales;
+        ``adam_optax.dequantize`` reads them back.
 
     Raises:
         ValueError, TypeError: an argument out of its range or of the wrong type.
@@ -606,7 +615,7 @@ def scale_by_adam8bit(
         >>> import jax.numpy as jnp, numpy as np, adam_optax
         >>> tx = adam_optax.scale_by_adam8bit(min_quantized_size=4)
         >>> state = tx.init({"w": jnp.ones((2, 4))})
-        >>> print(state.mu["w"].codes.dtype, state.mu["w"].scales.shape)
+        >>> print(state.mu.codes["w"].dtype, state.mu.scales["w"].shape)
         uint8 (2, 1)
         >>> updates, state = tx.update({"w": jnp.full((2, 4), 0.5)}, state)
         >>> print(np.asarray(updates["w"][0]).round(4))  # the first step's direction is g / |g|

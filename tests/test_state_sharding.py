@@ -156,7 +156,7 @@ def test_8bit_state_is_sharded_like_any_other():
     params, state, recompiles, _ = train(tx, make_params(mesh), batch, steps=5)
     assert recompiles == 0
     chex.assert_trees_all_close(params, expected, rtol=1e-6, atol=1e-6)
-    mu = state.inner[0].mu["w1"]  # (64, 24): 1,536 elements, quantized
+    mu = state.inner[0].mu.per_leaf()["w1"]  # (64, 24): 1,536 elements, quantized
     assert isinstance(mu, adam_optax.QuantizedArray)
     for part in (mu.codes, mu.scales):
         assert {shard.data.shape[0] for shard in part.addressable_shards} == {64 // 8}
@@ -222,7 +222,8 @@ def test_every_init_idiom_lays_out_the_state_as_eager_init_or_raises(kind, dims,
                     init(tx, params)
                 continue
             state = jax.block_until_ready(init(tx, params))
-            assert isinstance(state.inner[0].mu["w1"], adam_optax.QuantizedArray) == quantized
+            w1 = state.inner[0].mu.per_leaf()["w1"]
+            assert isinstance(w1, adam_optax.QuantizedArray) == quantized
             assert jax.tree.structure(state) == jax.tree.structure(eager), idiom
             assert state.state_specs == eager.state_specs, idiom
             if idiom == "jit":  # the arrays too, not just the specs
@@ -420,10 +421,10 @@ def test_8bit_leaves_are_cut_in_whole_blocks_with_their_scales():
     assert "p3" not in message and "p1" not in message
     specs = jax.tree.unflatten(jax.tree.structure(state.inner), state.state_specs)
     for shape, (codes_shape, scales_shape) in per_device.items():
-        for moment in (specs[0].mu, specs[0].nu):
-            q = moment[names[shape]]
-            assert isinstance(q, adam_optax.QuantizedArray), shape
-            codes, scales = NamedSharding(mesh, q.codes), NamedSharding(mesh, q.scales)
+        assert isinstance(state.inner[0].mu.per_leaf()[names[shape]], adam_optax.QuantizedArray)
+        for moment in (specs[0].mu, specs[0].nu):  # QuantizedTree of specs
+            name = names[shape]
+            codes, scales = (NamedSharding(mesh, t[name]) for t in (moment.codes, moment.scales))
             assert codes.shard_shape(shape) == codes_shape, shape
             assert scales.shard_shape((*shape[:-1], -(-shape[-1] // 256))) == scales_shape
             assert_whole_blocks(shape, codes, scales, 256)
@@ -436,7 +437,7 @@ def test_8bit_leaves_are_cut_in_whole_blocks_with_their_scales():
     tx = adam_optax.shard_state(plain, mesh)
     updates, state = jax.block_until_ready(jax.jit(tx.update)(grads, tx.init(params), params))
     chex.assert_trees_all_close(updates, expected, rtol=1e-6, atol=1e-7)
-    q = state.inner[0].nu["w"]
+    q = state.inner[0].nu.per_leaf()["w"]
     assert {s.data.shape for s in q.codes.addressable_shards} == {(7, 256)}
     assert_whole_blocks(q.shape, q.codes.sharding, q.scales.sharding, 256)
 
@@ -447,7 +448,7 @@ def test_8bit_blocks_on_a_model_sharded_last_axis():
     mesh = data_model_mesh()
     params = {"w": jax.device_put(jnp.ones((8, 2048)), NamedSharding(mesh, P(None, "model")))}
     tx = adam_optax.shard_state(adam_optax.adam8bit(1e-2, min_quantized_size=1024), mesh)
-    q = tx.init(params).inner[0].nu["w"]
+    q = tx.init(params).inner[0].nu.per_leaf()["w"]
     assert q.codes.sharding.spec == P("data", "model")
     assert q.scales.sharding.spec == P("data", "model")
     assert {s.data.shape for s in q.scales.addressable_shards} == {(2, 4)}
