@@ -59,11 +59,8 @@ def create_optimizer(config: argparse.Namespace, total_steps: int) -> optax.Grad
         adamw = adam_optax.adamw(
             schedule, weight_decay=decay, **bf16, stochastic_rounding=True, seed=config.seed
         )
-    else:  # "8bit": nnx.Optimizer turns its QuantizedArray moments into nnx.State at step 1
-        raise common.UsageError(
-            "--state 8bit: not with Flax NNX's nnx.Optimizer, which turns the 8-bit moments "
-            "into nnx.State after the first step; flax_linen_mlp.py --state 8bit runs it"
-        )
+    else:  # "8bit": a quarter, on the leaves of 4096 elements or more
+        adamw = adam_optax.adamw8bit(schedule, weight_decay=decay)
     if config.optimizer == "optax.adamw":  # --compare-optax: the same run with optax's own
         adamw = optax.adamw(schedule, weight_decay=config.weight_decay)
     return optax.chain(optax.clip_by_global_norm(1.0), adamw)
@@ -131,7 +128,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, common.History]:
     """Runs the command line `argv`; returns the history of each optimizer it trained."""
     config = common.parse_args(argv, __doc__)
     with common.exit_cleanly(config):  # bad input and Ctrl-C: one line, no traceback
-        create_optimizer(config, 1)  # --state 8bit: refused before any work starts
         start = time.perf_counter()
         data = common.load_data(config.data)
         histories = {config.optimizer: train_and_evaluate(config, data)[1]}

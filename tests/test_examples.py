@@ -325,7 +325,6 @@ BAD_INPUTS = [
     ("plot_in_proc", ["--plot", "/proc/x.png"], r"--plot: cannot write /proc/x\.png \(\w"),
     ("plot_on_a_dir", ["--plot", "{tmp}/dir.png/"], r"--plot: must name a \.png/\.pdf/\.svg"),
     ("unknown_state", ["--state", "int4"], r"argument --state: invalid choice: 'int4'"),
-    ("nnx_8bit_state", ["--state", "8bit"], r"--state 8bit: not with Flax NNX's nnx\.Optimi"),
 ]
 
 
@@ -371,7 +370,7 @@ def test_bad_input_fails_before_the_data_loads(monkeypatch, capsys):
         raise AssertionError("loaded the data before checking the options")
 
     monkeypatch.setattr(common, "load_data", load_data)
-    for argv in (["--seed", "-1"], ["--plot", "out.txt"], ["--state", "8bit"]):
+    for argv in (["--seed", "-1"], ["--plot", "out.txt"], ["--state", "4bit"]):
         with pytest.raises(SystemExit) as exited:
             flax_mlp.main(argv)
         assert exited.value.code == 2, argv
@@ -411,8 +410,7 @@ def test_the_state_option_runs_and_reports_its_bytes(runs, capsys):
 
 @pytest.mark.parametrize(("state", "hidden"), [("float32", 32), ("8bit", 64), ("8bit", 256)])
 def test_the_state_option_picks_the_moments_format(state, hidden):
-    """From shapes alone (a run of each format would compile one more train step); the
-    Linen example, since NNX's optimizer refuses 8-bit moments."""
+    """From shapes alone (a run of each format would compile one more train step)."""
     config = common.parse_args([*TINY_ARGS, "--hidden", str(hidden), "--state", state], "")
     model = flax_linen_mlp.MLP(config.hidden, 10)
     params = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 64), np.float32))
