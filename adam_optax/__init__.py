@@ -13,6 +13,7 @@ from adam_optax.aliases import (
     nadam,
     nadamw,
 )
+from adam_optax.master_weights import MasterWeightsState, master_params, master_weights
 from adam_optax.state_sharding import ShardedState, shard_state
 from adam_optax.storage import QuantizedArray, dequantize
 from adam_optax.transforms import (
@@ -25,6 +26,7 @@ from adam_optax.transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "MasterWeightsState",
     "QuantizedArray",
     "ScaleByAdamState",
     "ScaleByAmsgradState",
@@ -37,6 +39,8 @@ __all__ = [
     "adamw8bit",
     "amsgrad",
     "dequantize",
+    "master_params",
+    "master_weights",
     "nadam",
     "nadamw",
     "scale_by_adam",
