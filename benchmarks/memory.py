@@ -279,7 +279,7 @@ def checkpoint_on_disk(setup: Setup, shapes: Any, directory: Path) -> float:
     step = training_step(setup, tx)
     for t in range(2):  # moments that are not all zeros, which would compress away
         key = jax.random.key(t + 1)
-        grads = jax.tree.map(lambda p: 0.01 * jax.random.normal(key, p.shape, p.dtype), params)
+        grads = jax.tree.map(lambda p, k=key: 0.01 * jax.random.normal(k, p.shape, p.dtype), params)
         params, state = step(params, state, grads)
     path = directory / "checkpoint"
     shutil.rmtree(path, ignore_errors=True)
