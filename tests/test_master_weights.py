@@ -67,8 +67,7 @@ def test_master_is_the_target_rounded_to_its_bits(dtype, bits):
 
     @jax.jit
     def represent(t):
-        p = mw_module._round(t, dtype, bits)
-        c = mw_module._correction(t, p, bits)
+        p, c = mw_module._encode(t, dtype, bits)
         return p, c, mw_module._decode(p, c, bits)
 
     p, c, master = represent(jnp.asarray(x))
@@ -442,3 +441,16 @@ def test_changed_param_dtype_fails(before, after, match):
 def test_not_a_transform_fails():
     with pytest.raises(TypeError, match=r"tx must be an optax GradientTransformation"):
         adam_optax.master_weights(1e-3)
+
+
+def test_a_weight_that_falls_near_zero_or_changes_sign_in_one_step_lands_exactly():
+    """Steps that take a weight to 2^-23 of itself, across zero, or 20 binades down: the
+    difference p' - p is then no bfloat16, but the float32 update still lands exactly."""
+    tx = adam_optax.master_weights(optax.sgd(1.0), correction_bits=16)
+    p = jnp.array([1.0, -3.0, 0.5, 2.0**-20], BF16)
+    g = jnp.array([1.0 - 1.3e-7, -3.0 + 2.7e-6, 0.99, 2.0**-20 + 1e-12], jnp.float32)
+    updates, state = tx.update(g, tx.init(p), p)
+    new = optax.apply_updates(p, updates)
+    target = np.asarray(p, np.float32) - np.asarray(g)  # float32, as a float32 run computes
+    np.testing.assert_array_equal(np.asarray(adam_optax.master_params(new, state)), target)
+    np.testing.assert_array_equal(np.asarray(new), target.astype(BF16))
