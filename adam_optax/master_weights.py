@@ -44,9 +44,8 @@ dtype: the difference of two bfloat16 numbers, e.g. across a sign change or a
 halving, is not always a bfloat16, so a bfloat16 update would not always land
 exactly. ``p' - p`` is exact in float32 when ``p'`` and ``p`` are within a factor
 2^15 of each other; for a weight that in one step falls to less than 2^-15 of its
-magnitude the correction is reset to 0 and the master is the value
-``apply_updates`` does reach (about 2^-23 of the old weight away, float32's own
-rounding of such a step), so the landing stays exact.
+magnitude the correction is taken against the value ``apply_updates`` does reach
+(at most 2^-24 of the old weight away), so the landing stays exact.
 
 Reference: Hu et al., "FlashOptim: Optimizers for Memory Efficient Training",
 arXiv 2602.23349, 2026 (bfloat16 weights plus an int8 correction).
@@ -89,48 +88,52 @@ def _is_marker(x: Any) -> bool:
     return isinstance(x, optax.MaskedNode)
 
 
-def _neighbour(p: jax.Array, upward: jax.Array) -> jax.Array:
-    """The next representable value above (``upward``) or below each finite ``p``.
+def _next_up(x: jax.Array) -> jax.Array:
+    """The next representable value above each finite ``x`` (16-bit floats)."""
+    bits = lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.int32)
+    negative = bits >= 0x8000
+    up = jnp.where(negative, bits - 1, bits + 1)
+    up = jnp.where(bits == 0x8000, 1, up)  # -0 -> the smallest positive subnormal
+    return lax.bitcast_convert_type(up.astype(jnp.uint16), x.dtype)
 
-    On the bits: one step away from zero adds 1 to the magnitude, toward zero subtracts
-    1; from ±0 either way is the smallest subnormal (its sign does not matter here).
+
+def _unit(p: jax.Array, upward: jax.Array) -> jax.Array:
+    """The spacing from ``p`` to its neighbour above (``upward``) or below, in float32."""
+    f = p.astype(jnp.float32)
+    above = _next_up(p).astype(jnp.float32) - f
+    below = f + _next_up(-p).astype(jnp.float32)  # p - next_down(p)
+    return jnp.where(upward, above, below)
+
+
+def _scaled_error(target: jax.Array, p: jax.Array, bits: int) -> jax.Array:
+    """(target - p) in units of 2^-bits of p's spacing on that side, rounded to nearest-even.
+
+    Both the difference and the scaling by powers of two are exact in float32.
+    Non-finite values give 0.
     """
-    bits = lax.bitcast_convert_type(p, jnp.uint16).astype(jnp.int32)
-    sign, magnitude = bits & 0x8000, bits & 0x7FFF
-    away = (upward != (sign != 0)) | (magnitude == 0)
-    magnitude = jnp.where(away, magnitude + 1, magnitude - 1)
-    return lax.bitcast_convert_type((sign | magnitude).astype(jnp.uint16), p.dtype)
-
-
-def _spacing(p: jax.Array, neighbour: jax.Array) -> jax.Array:
-    return jnp.abs(neighbour.astype(jnp.float32) - p.astype(jnp.float32))
+    r = target - p.astype(jnp.float32)
+    s = jnp.round(r / _unit(p, r >= 0) * 2.0**bits)
+    return jnp.where(jnp.isfinite(s), s, 0.0)
 
 
 @functools.partial(jax.jit, static_argnums=2)
 def _decode(p: jax.Array, c: jax.Array, bits: int) -> jax.Array:
     """The float32 master weight of param ``p`` and its correction ``c``."""
     f = p.astype(jnp.float32)
-    unit = _spacing(p, _neighbour(p, c >= 0))
-    return jnp.where(c == 0, f, f + c.astype(jnp.float32) * (unit * 2.0**-bits))
+    delta = c.astype(jnp.float32) * (_unit(p, c >= 0) * 2.0**-bits)
+    return jnp.where(c == 0, f, f + delta)
 
 
-def _encode(target: jax.Array, dtype: Any, bits: int) -> tuple[jax.Array, jax.Array]:
-    """The param and correction whose master is ``target`` rounded to ``bits`` more bits.
-
-    The param is ``target`` rounded to nearest-even, except at the one tie the correction
-    cannot hold (see the module docstring), where it is the next value up. The error
-    ``target - p`` and its scaling by the (power-of-two) spacing are exact in float32;
-    non-finite values get a zero correction.
-    """
+def _round(target: jax.Array, dtype: Any, bits: int) -> jax.Array:
+    """The param nearest ``target`` whose correction fits in ``bits`` (see the module doc)."""
     p = target.astype(dtype)
-    r = target - p.astype(jnp.float32)
-    neighbour = _neighbour(p, r >= 0)
-    s = jnp.round(r / _spacing(p, neighbour) * 2.0**bits)
-    s = jnp.where(jnp.isfinite(s), s, 0.0)
-    bump = s >= 2.0 ** (bits - 1)  # only a tie, where nearest-even went down
-    p = jnp.where(bump, neighbour, p)
-    c = jnp.where(bump, s - 2.0**bits, s).astype(_CORRECTION_DTYPE[bits])
-    return p, c
+    tie_went_down = _scaled_error(target, p, bits) >= 2.0 ** (bits - 1)
+    return jnp.where(tie_went_down, _next_up(p), p)
+
+
+def _correction(target: jax.Array, p: jax.Array, bits: int) -> jax.Array:
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return jnp.clip(_scaled_error(target, p, bits), lo, hi).astype(_CORRECTION_DTYPE[bits])
 
 
 # The leaf functions are jitted so that eager ``update`` makes one dispatch per leaf
@@ -139,18 +142,13 @@ def _encode(target: jax.Array, dtype: Any, bits: int) -> tuple[jax.Array, jax.Ar
 def _step(
     p: jax.Array, c: jax.Array, master: jax.Array, u: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """One leaf: the float32 update that takes ``p`` to the rounded master, and its correction.
-
-    ``landed`` is what ``optax.apply_updates`` computes, ``(p + update).astype(p.dtype)``;
-    it is the rounded master unless ``update = rounded - p`` is inexact in float32 (a
-    weight falling to under 2^-15 of itself in one step), and there the correction is
-    reset to 0: the master is the landed value, about 2^-23 of the old weight away.
-    """
+    """One leaf: the float32 update that takes ``p`` to the rounded master, and its correction."""
+    bits = 8 * c.dtype.itemsize
     target = master + u.astype(jnp.float32)
-    rounded, correction = _encode(target, p.dtype, 8 * c.dtype.itemsize)
+    rounded = _round(target, p.dtype, bits)
     update = rounded.astype(jnp.float32) - p.astype(jnp.float32)
-    landed = (p + update).astype(p.dtype)
-    return update, jnp.where(landed == rounded, correction, 0).astype(c.dtype)
+    landed = (p + update).astype(p.dtype)  # what optax.apply_updates computes
+    return update, _correction(target, landed, bits)
 
 
 def _path(path: Any) -> str:

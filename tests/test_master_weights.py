@@ -67,7 +67,8 @@ def test_master_is_the_target_rounded_to_its_bits(dtype, bits):
 
     @jax.jit
     def represent(t):
-        p, c = mw_module._encode(t, dtype, bits)
+        p = mw_module._round(t, dtype, bits)
+        c = mw_module._correction(t, p, bits)
         return p, c, mw_module._decode(p, c, bits)
 
     p, c, master = represent(jnp.asarray(x))
