@@ -357,10 +357,10 @@ def training_markdown(result: dict[str, Any]) -> str:
     ]
     for name, row in result["setups"].items():
         params = f"{row['params']:.2f}" + (f" + {row['copy']:.0f} copy" if row["copy"] else "")
+        on_disk = f"{row['on_disk']:.2f}" if "on_disk" in row else "—"
         lines.append(
             f"| {name} | {params} | {row['grads']:.2f} | {row['state']:.3f} | "
-            f"**{row['held']:.2f}** | {row['peak']:.2f} | {row['checkpoint']:.2f} | "
-            f"{row.get('on_disk', float('nan')):.2f} |"
+            f"**{row['held']:.2f}** | {row['peak']:.2f} | {row['checkpoint']:.2f} | {on_disk} |"
         )
     row = result["setups"]["master_weights(adamw8bit), bfloat16"]
     lines += ["", "Targets for master_weights(adamw8bit) with bfloat16 params and grads:", ""]
