@@ -13,6 +13,7 @@ from adam_optax.aliases import (
     nadam,
     nadamw,
 )
+from adam_optax.master_weights import MasterWeightsState, master_params, master_weights
 from adam_optax.offload import offload_state
 from adam_optax.state_sharding import ShardedState, shard_state
 from adam_optax.storage import QuantizedArray, QuantizedTree, dequantize
@@ -26,6 +27,7 @@ from adam_optax.transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "MasterWeightsState",
     "QuantizedArray",
     "QuantizedTree",
     "ScaleByAdamState",
@@ -39,6 +41,8 @@ __all__ = [
     "adamw8bit",
     "amsgrad",
     "dequantize",
+    "master_params",
+    "master_weights",
     "nadam",
     "nadamw",
     "offload_state",
