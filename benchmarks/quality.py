@@ -69,6 +69,7 @@ two chunks of one seed, and prints the estimated time of the full run without do
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import json
 import math
@@ -134,16 +135,16 @@ def variants() -> list[Variant]:
     eight_bit = inspect.signature(adam_optax.adamw8bit).parameters
     rows = [
         Variant(REFERENCE, lambda lr, wd, seed: adam_optax.adamw(lr, weight_decay=wd),
-                about="adamw(lr): float32 moments, the reference"),
+                about="`adamw(lr)`: float32 moments, the reference"),
         Variant(B2_ROW, lambda lr, wd, seed: adam_optax.adamw(lr, b2=0.998, weight_decay=wd),
-                about="adamw(lr, b2=0.998): float32, a small change of hyperparameter"),
+                about="`adamw(lr, b2=0.998)`: float32, a small change of hyperparameter"),
         Variant("bf16+SR", lambda lr, wd, seed: adam_optax.adamw(
                     lr, weight_decay=wd, **bf16, stochastic_rounding=True, seed=seed),
-                about="adamw(lr, mu_dtype=bf16, nu_dtype=bf16, stochastic_rounding=True)"),
+                about="`adamw(lr, mu_dtype=bf16, nu_dtype=bf16, stochastic_rounding=True)`"),
         Variant("bf16", lambda lr, wd, seed: adam_optax.adamw(lr, weight_decay=wd, **bf16),
-                about="adamw(lr, mu_dtype=bf16, nu_dtype=bf16): round-to-nearest"),
+                about="`adamw(lr, mu_dtype=bf16, nu_dtype=bf16)`: round-to-nearest"),
         Variant("8-bit", lambda lr, wd, seed: adam_optax.adamw8bit(lr, weight_decay=wd),
-                about="adamw8bit(lr): blockwise 8-bit codes and scales"),
+                about="`adamw8bit(lr)`: blockwise 8-bit codes and scales"),
     ]  # fmt: skip
     if "stochastic_rounding" in eight_bit:  # the keyword is new (issue 17): a row where it is
         seeded = "seed" in eight_bit
@@ -153,11 +154,12 @@ def variants() -> list[Variant]:
             return adam_optax.adamw8bit(lr, weight_decay=wd, stochastic_rounding=True, **extra)
 
         rows.append(
-            Variant("8-bit+SR", eight_bit_sr, about="adamw8bit(lr, stochastic_rounding=True)")
+            Variant("8-bit+SR", eight_bit_sr, about="`adamw8bit(lr, stochastic_rounding=True)`")
         )
     # bfloat16 params (issue 19) are one row each, for example:
-    # rows.append(Variant("bf16 params + master 8", rows[0].make, jnp.bfloat16,
-    #                     functools.partial(adam_optax.master_weights, correction_bits=8)))
+    # rows.append(Variant("bf16 params, master 8", rows[0].make, jnp.bfloat16,
+    #                     functools.partial(adam_optax.master_weights, correction_bits=8),
+    #                     about="`master_weights(adamw(lr), correction_bits=8)`"))
     return rows
 
 
@@ -431,7 +433,7 @@ def trainer(task: Task, variant: Variant, chunk: int = CHUNK) -> Callable[..., R
         params, state = carry
         loss, grads = jax.value_and_grad(task.loss)(params, task.batch(data, draw))
         updates, state = tx.update(grads, state, params)
-        return (optax.apply_updates(params, updates), state), loss
+        return (optax.apply_updates(params, updates), state), loss.astype(jnp.float32)
 
     def init(key: jax.Array) -> tuple[Params, Any]:  # eager: its ops compile once for all rows
         params = stored(task.init(key), variant.params_dtype)
@@ -577,7 +579,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "Rows:", ""]
     for v in result["variants"]:
         wrap = f", wrapped by `{v['wrap']}`" if v["wrap"] else ""
-        lines.append(f"- **{v['name']}**: `{v['about']}`, params {v['params_dtype']}{wrap}")
+        lines.append(f"- **{v['name']}**: {v['about']}; params {v['params_dtype']}{wrap}")
     lines.append("")
     for task_name, by_metric in result["summary"].items():
         info = result["tasks"][task_name]
@@ -672,11 +674,20 @@ def select(rows: list[Variant], names: list[str] | None) -> list[Variant]:
     return [v for v in rows if v.name == REFERENCE or v.name in names]
 
 
+def callable_name(f: Callable[..., Any]) -> str:
+    """``adam_optax.master_weights(correction_bits=8)`` for a partial of it, and so on."""
+    if isinstance(f, functools.partial):
+        keywords = ", ".join(f"{k}={v!r}" for k, v in f.keywords.items())
+        return f"{callable_name(f.func)}({keywords})"
+    name = getattr(f, "__qualname__", type(f).__name__)
+    module = getattr(f, "__module__", None) or ""
+    return f"adam_optax.{name}" if module.startswith("adam_optax") else name
+
+
 def describe(variant: Variant) -> dict[str, Any]:
-    wrap = variant.wrap
-    wrap_name = None if wrap is None else getattr(wrap, "__qualname__", None) or repr(wrap)
+    wrap = None if variant.wrap is None else callable_name(variant.wrap)
     return {"name": variant.name, "params_dtype": jnp.dtype(variant.params_dtype).name,
-            "wrap": wrap_name, "about": variant.about}  # fmt: skip
+            "wrap": wrap, "about": variant.about}  # fmt: skip
 
 
 def task_info(task: Task) -> dict[str, Any]:

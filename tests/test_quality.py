@@ -9,6 +9,7 @@ differences, their standard errors and the verdicts are recomputed from their de
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 import json
@@ -95,3 +96,17 @@ def test_the_table_has_a_row_where_the_library_has_the_option() -> None:
     assert ("8-bit+SR" in names) == has_sr
     with pytest.raises(ValueError, match="unknown"):
         quality.select(quality.variants(), ["no such row"])
+
+
+def test_a_row_declares_its_params_dtype_and_wrapper() -> None:
+    jnp, optax = quality.jnp, quality.optax
+    wrap = functools.partial(optax.apply_if_finite, max_consecutive_errors=3)
+    row = quality.Variant("wrapped", quality.variants()[0].make, jnp.bfloat16, wrap)
+    params = quality.stored({"w": jnp.ones(3), "n": jnp.arange(2)}, row.params_dtype)
+    assert params["w"].dtype == jnp.bfloat16 and params["n"].dtype == jnp.arange(2).dtype
+    state = quality.optimizer(row, 1e-3, 0.0).init({"w": params["w"]})
+    assert isinstance(state, optax.ApplyIfFiniteState)  # the wrapper is applied
+    described = quality.describe(row)
+    assert described["params_dtype"] == "bfloat16"
+    assert described["wrap"] == "apply_if_finite(max_consecutive_errors=3)"
+    assert quality.callable_name(quality.adam_optax.adamw) == "adam_optax.adamw"
