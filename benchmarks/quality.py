@@ -429,17 +429,20 @@ def trainer(task: Task, variant: Variant, chunk: int = CHUNK) -> Callable[..., R
     tx = optimizer(variant, schedule, task.weight_decay)
     data = jax.device_put(task.data)
 
-    def step(carry: tuple[Params, Any], draw: Any) -> tuple[tuple[Params, Any], jax.Array]:
+    def step(carry: tuple[Params, Any], data: Data, draw: Any) -> tuple[Any, jax.Array]:
         params, state = carry
         loss, grads = jax.value_and_grad(task.loss)(params, task.batch(data, draw))
         updates, state = tx.update(grads, state, params)
         return (optax.apply_updates(params, updates), state), loss.astype(jnp.float32)
 
+    @jax.jit  # data as an argument: as a constant, XLA would fold it
+    def run_chunk(carry: tuple[Params, Any], data: Data, draws: Any) -> tuple[Any, jax.Array]:
+        return jax.lax.scan(lambda c, draw: step(c, data, draw), carry, draws)
+
     def init(key: jax.Array) -> tuple[Params, Any]:  # eager: its ops compile once for all rows
         params = stored(task.init(key), variant.params_dtype)
         return params, tx.init(params)
 
-    run_chunk = jax.jit(lambda carry, draws: jax.lax.scan(step, carry, draws))
     evaluate = lambda params: task.evaluate(stored(params, jnp.float32), data)  # noqa: E731
 
     def train(seed: int, steps: int = task.steps) -> Run:
@@ -450,7 +453,7 @@ def trainer(task: Task, variant: Variant, chunk: int = CHUNK) -> Callable[..., R
         losses, seconds, cpu_seconds = [], [], []
         for start in range(0, steps, chunk):
             begin, begin_cpu = time.perf_counter(), time.process_time()
-            carry, chunk_losses = run_chunk(carry, draws[start : start + chunk])
+            carry, chunk_losses = run_chunk(carry, data, draws[start : start + chunk])
             losses.append(np.asarray(chunk_losses))  # waits for the chunk
             seconds.append(time.perf_counter() - begin)
             cpu_seconds.append(time.process_time() - begin_cpu)
