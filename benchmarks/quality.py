@@ -605,7 +605,7 @@ def markdown(result: dict[str, Any]) -> str:
             for m in metrics:
                 row = by_metric[m]["variants"][name]
                 if by_metric[m]["kind"] == "relative":
-                    cells += [f"{row['mean']:.4f}", percent(row["delta"], row["delta_se"])]
+                    cells += [f"{row['mean']:.4g}", percent(row["delta"], row["delta_se"])]
                 else:
                     cells += [f"{row['mean']:.2f}", f"{row['delta']:+.2f} pt"]
             ms = result["timing"][task_name][name]["ms_per_step"]
@@ -840,11 +840,15 @@ def main() -> None:
         "--estimate", action="store_true", help="time 2 chunks per task and row; estimate the run"
     )
     parser.add_argument(
-        "--plot-only", action="store_true", help="redraw OUT/quality.png from OUT/quality.json"
+        "--report-only",
+        action="store_true",
+        help="rewrite OUT/quality.md and redraw OUT/quality.png from OUT/quality.json",
     )
     args = parser.parse_args()
-    if args.plot_only:
-        plot(json.loads((args.out / "quality.json").read_text()), args.out / "quality.png")
+    if args.report_only:
+        result = json.loads((args.out / "quality.json").read_text())
+        (args.out / "quality.md").write_text(markdown(result))
+        plot(result, args.out / "quality.png")
         return
     seeds = list(range(args.seeds or (2 if args.quick else SEEDS)))
     tasks = args.tasks.split(",")
