@@ -156,10 +156,20 @@ def variants() -> list[Variant]:
         rows.append(
             Variant("8-bit+SR", eight_bit_sr, about="`adamw8bit(lr, stochastic_rounding=True)`")
         )
-    # bfloat16 params (issue 19) are one row each, for example:
-    # rows.append(Variant("bf16 params, master 8", rows[0].make, jnp.bfloat16,
-    #                     functools.partial(adam_optax.master_weights, correction_bits=8),
-    #                     about="`master_weights(adamw(lr), correction_bits=8)`"))
+    # bfloat16 params (issue 19): plain, then with master-weight corrections.
+    master = adam_optax.master_weights
+    rows += [
+        Variant("bf16 params", rows[0].make, jnp.bfloat16,
+                about="bfloat16 params, `adamw(lr)`, no correction: small updates round away"),
+        Variant("bf16 params, master 8", rows[0].make, jnp.bfloat16,
+                functools.partial(master, correction_bits=8),
+                about="bfloat16 params, `master_weights(adamw(lr), correction_bits=8)`"),
+        Variant("bf16 params, master 16", rows[0].make, jnp.bfloat16,
+                functools.partial(master, correction_bits=16),
+                about="bfloat16 params, `master_weights(adamw(lr), correction_bits=16)`"),
+        Variant("7 bytes", rows[4].make, jnp.bfloat16, master,
+                about="bfloat16 params, `master_weights(adamw8bit(lr))`: 7 bytes per parameter"),
+    ]  # fmt: skip
     return rows
 
 
