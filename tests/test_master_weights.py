@@ -376,7 +376,7 @@ def test_inner_hyperparams_stay_reachable():
 
 
 def test_nnx_optimizer_on_a_bfloat16_model():
-    from flax import nnx
+    nnx = pytest.importorskip("flax.nnx")
 
     model = nnx.Sequential(
         nnx.Linear(8, 16, param_dtype=BF16, dtype=BF16, rngs=nnx.Rngs(0)),
