@@ -480,6 +480,8 @@ def adam8bit(
     eps_hat: bool = False,
     block_size: int = 256,
     min_quantized_size: int = 4096,
+    stochastic_rounding: bool = True,
+    seed: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
     r"""``adam`` with 8-bit blockwise moments (Dettmers et al. 2021): a quarter of the memory.
 
@@ -525,6 +527,8 @@ def adam8bit(
             eps_hat=eps_hat,
             block_size=block_size,
             min_quantized_size=min_quantized_size,
+            stochastic_rounding=stochastic_rounding,
+            seed=seed,
         ),
         learning_rate,
     )
@@ -545,6 +549,8 @@ def adamw8bit(
     eps_hat: bool = False,
     block_size: int = 256,
     min_quantized_size: int = 4096,
+    stochastic_rounding: bool = True,
+    seed: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
     r"""``adamw`` with 8-bit blockwise moments: ``adam8bit`` plus decoupled weight decay.
 
@@ -590,6 +596,8 @@ def adamw8bit(
             eps_hat=eps_hat,
             block_size=block_size,
             min_quantized_size=min_quantized_size,
+            stochastic_rounding=stochastic_rounding,
+            seed=seed,
         ),
         learning_rate,
         weight_decay,

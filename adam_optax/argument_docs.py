@@ -96,7 +96,23 @@ ADAMAX = {
     "eps": "added to |g_t| inside the max, >= 0; a zero first gradient then gives 0, not 0/0.",
 }
 # The 8-bit transforms store the AMSGrad max in 8 bits too.
-EIGHT_BIT = {"amsgrad": ARGUMENTS["amsgrad"] + " The running max is stored like v."}
+EIGHT_BIT = {
+    "amsgrad": ARGUMENTS["amsgrad"] + " The running max is stored like v.",
+    "stochastic_rounding": (
+        "store each 8-bit code by rounding to one of the two neighbouring code values at "
+        "random, with the probability that makes it unbiased in value (E[stored] = "
+        "computed), instead of to the nearest code. On by default: with round-to-nearest, "
+        "a v that decays by 1 - b2 per step moves less than half a code gap, so it can "
+        "only jump up, and the v of rarely updated elements (embedding rows, an output "
+        "layer over many classes) drifts far above float32's; stochastic rounding keeps "
+        "it unbiased at no measurable cost in step time (see tests/test_low_bit_long.py "
+        "and benchmarks/results)."
+    ),
+    "seed": (
+        "an integer in [0, 2**32); the random bits of stochastic rounding derive from it, "
+        "the step count and the leaf's index, so that a run is reproducible."
+    ),
+}
 
 _MARKER = "{args}"
 _Function = TypeVar("_Function", bound=Callable)

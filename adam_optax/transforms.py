@@ -316,9 +316,9 @@ def _adam_family(
     bias correction: PyTorch and Keras) or "corrected" (the max of v̂_t: optax's
     ``amsgrad``) or "uncorrected" (the max of v_t, never corrected: optax's
     ``amsgrad(bias_correction_nu=False)``). The storage of the moments is
-    ``mu_dtype``/``nu_dtype``, with ``stochastic_rounding`` for 16-bit ones
-    (random bits from ``seed``, the step count and the leaf's index), or
-    8-bit ``blocks``.
+    ``mu_dtype``/``nu_dtype``, or 8-bit ``blocks``, with ``stochastic_rounding``
+    for 16-bit and 8-bit ones (random bits from ``seed``, the step count and
+    the leaf's index).
     """
     _check_decays_and_eps(b1, b2, eps, eps_root)
     checks.state_dtype("mu_dtype", mu_dtype, complex_ok=True)
@@ -331,7 +331,7 @@ def _adam_family(
     ):
         checks.flag(name, value)
     checks.seed(seed)
-    if stochastic_rounding:
+    if stochastic_rounding and blocks is None:
         checks.sixteen_bit_state(mu_dtype, nu_dtype)
 
     def init_fn(params):
@@ -505,6 +505,8 @@ def scale_by_adam8bit(
     eps_hat: bool = False,
     block_size: int = 256,
     min_quantized_size: int = 4096,
+    stochastic_rounding: bool = True,
+    seed: int = 0,
 ) -> optax.GradientTransformation:
     r"""``scale_by_adam`` with 8-bit blockwise moments (Dettmers et al. 2021).
 
@@ -574,6 +576,8 @@ def scale_by_adam8bit(
         nesterov=nesterov,
         max_convention="raw" if amsgrad else None,
         eps_hat=eps_hat,
+        stochastic_rounding=stochastic_rounding,
+        seed=seed,
         blocks=_Blocks(block_size, min_quantized_size),
     )
 
