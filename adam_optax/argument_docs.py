@@ -108,10 +108,6 @@ EIGHT_BIT = {
         "it unbiased at no measurable cost in step time (see tests/test_low_bit_long.py "
         "and benchmarks/results)."
     ),
-    "seed": (
-        "an integer in [0, 2**32); the random bits of stochastic rounding derive from it, "
-        "the step count and the leaf's index, so that a run is reproducible."
-    ),
 }
 
 _MARKER = "{args}"

@@ -17,7 +17,9 @@ three ways, decided once at ``init``:
   Quantization"): a ``QuantizedArray`` of uint8 codes of the leaf's shape and
   one float32 scale per block of ``block_size`` consecutive elements along the
   last axis. A value x in a block with absmax s is stored as the code of the
-  map value nearest to x / s, and read back as ``CODE_MAP[code] · s``.
+  map value nearest to x / s (or, with stochastic rounding, of one of the two
+  map values around it, unbiased in value), and read back as
+  ``CODE_MAP[code] · s``. s is the exact absmax of the block's finite values.
 
 The code maps are the "dynamic" maps of Dettmers et al., built from their
 description: a magnitude in decade e (10^-(e+1), 10^-e] is e leading zero bits,

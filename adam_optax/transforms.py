@@ -530,6 +530,16 @@ def scale_by_adam8bit(
     v's map has no 0 (its smallest value is 1e-8 of the absmax), so a zero-
     gradient step never divides a stored m by eps alone.
 
+    s_B is the exact absmax of the block's new values, as in bitsandbytes and
+    torchao, so each block's largest element is stored exactly and no
+    rounding error builds up in the scale. With ``stochastic_rounding`` (the
+    default) the argmin is replaced by a random choice between the two code
+    values around x_i / s_B, unbiased in value. A non-finite new value (from a
+    NaN or inf gradient element) is left out of s_B and stored as m = 0 and
+    v = s_B (its block's largest v, so its next updates are small); the
+    update of that element is non-finite this step, as float32 Adam's, and no
+    other element is affected.
+
     Blocks are ``block_size`` consecutive elements along the last axis, so a
     leaf sharded on its leading axes keeps each block on one device. When
     ``block_size`` does not divide the last axis, each row's last block is
