@@ -105,8 +105,8 @@ EIGHT_BIT = {
         "a v that decays by 1 - b2 per step moves less than half a code gap, so it can "
         "only jump up, and the v of rarely updated elements (embedding rows, an output "
         "layer over many classes) drifts far above float32's; stochastic rounding keeps "
-        "it unbiased at no measurable cost in step time (see tests/test_low_bit_long.py "
-        "and benchmarks/results)."
+        "it unbiased (tests/test_low_bit_long.py), for a few integer operations per "
+        "element (a counter-based hash, as for 16-bit state)."
     ),
 }
 
