@@ -232,23 +232,36 @@ def _pad_last(x: jax.Array, length: int) -> jax.Array:
     return jax.lax.pad(x, jnp.zeros((), x.dtype), padding)
 
 
-def _max_last(bits: jax.Array) -> jax.Array:
-    """(..., L) -> (...): the max over the last axis, in reductions of at most 32.
+def _max_last(*bits: jax.Array) -> tuple[jax.Array, ...]:
+    """(..., L) -> (...): the max over the last axis of each, in reductions of at most 32.
 
     XLA:CPU fuses an elementwise producer into an integer reduction of up to
     32 elements. A longer one it splits into a windowed reduction whose input
     it materializes, and a float one it hands to a library that does the
     same. The barrier keeps XLA from merging the levels back into one.
+    Several arrays are reduced together, in one loop.
     """
-    while bits.shape[-1] > 32:
-        groups = -(-bits.shape[-1] // 32)
-        bits = _pad_last(bits, 32 * groups).reshape(*bits.shape[:-1], groups, 32)
-        bits = jax.lax.optimization_barrier(jnp.max(bits, axis=-1))
-    return jnp.max(bits, axis=-1)
+
+    def level(xs):
+        zeros = tuple(jnp.zeros((), x.dtype) for x in xs)
+        return tuple(
+            jax.lax.reduce(
+                xs,
+                zeros,
+                lambda a, b: tuple(jnp.maximum(x, y) for x, y in zip(a, b, strict=True)),
+                (xs[0].ndim - 1,),
+            )
+        )
+
+    while bits[0].shape[-1] > 32:
+        groups = -(-bits[0].shape[-1] // 32)
+        bits = tuple(_pad_last(b, 32 * groups).reshape(*b.shape[:-1], groups, 32) for b in bits)
+        bits = jax.lax.optimization_barrier(level(bits))
+    return level(bits)
 
 
-def _finite_block_absmax(x: jax.Array, block_size: int) -> jax.Array:
-    """(..., n) -> (..., blocks): each block's largest finite |x| (0 if it has none).
+def _finite_block_absmax(*xs: jax.Array, block_size: int) -> tuple[jax.Array, ...]:
+    """(..., n) -> (..., blocks) for each x: each block's largest finite |x| (0 if none).
 
     Computed on the bits: a nonnegative float32's bit pattern, read as an
     int32, grows with its value, and integer reductions are the ones XLA
@@ -256,11 +269,14 @@ def _finite_block_absmax(x: jax.Array, block_size: int) -> jax.Array:
     moments are never materialized. The rows are zero-padded to whole blocks
     inside the fusion; the leaf itself is not.
     """
-    block, count = _block(x.shape, block_size)
-    a = jnp.where(jnp.isfinite(x), jnp.abs(x), 0).astype(jnp.float32)
-    bits = _pad_last(jax.lax.bitcast_convert_type(a, jnp.int32), count * block)
-    top = _max_last(bits.reshape(*x.shape[:-1], count, block))
-    return jax.lax.bitcast_convert_type(top, jnp.float32)
+    block, count = _block(xs[0].shape, block_size)
+    bits = []
+    for x in xs:
+        a = jnp.where(jnp.isfinite(x), jnp.abs(x), 0).astype(jnp.float32)
+        b = _pad_last(jax.lax.bitcast_convert_type(a, jnp.int32), count * block)
+        bits.append(b.reshape(*x.shape[:-1], count, block))
+    tops = _max_last(*bits)
+    return tuple(jax.lax.bitcast_convert_type(top, jnp.float32) for top in tops)
 
 
 def _encode_with(
@@ -304,7 +320,8 @@ def quantize(x: jax.Array, *, signed: bool, block_size: int) -> QuantizedArray:
         Array([[ 0.55   , -1.     ,  0.49375]], dtype=float32)
     """
     x = jnp.asarray(x, jnp.float32)
-    return _encode_with(x, _finite_block_absmax(x, block_size), signed, block_size)
+    (scales,) = _finite_block_absmax(x, block_size=block_size)
+    return _encode_with(x, scales, signed, block_size)
 
 
 def dequantize_array(q: QuantizedArray) -> jax.Array:
@@ -445,11 +462,13 @@ def apply(step: Any, g: jax.Array, moments: tuple[Any, ...], key: jax.Array | No
     decoded (gathered) value that two fusions read, so the elementwise step is
     recomputed where it is needed, on inputs passed through an optimization
     barrier so that XLA cannot merge the copies. One loop computes the update
-    (it fuses into the caller's ``apply_updates``); per moment, one loop
-    decodes, steps and reduces each block to its absmax (a plain reduction
-    over a (..., blocks, block) view, into which XLA fuses the step), and one
-    decodes, steps again and encodes with the new scales. Temporaries stay near
-    1 byte per parameter (a copy of the codes while they are overwritten).
+    (it fuses into the caller's ``apply_updates``); one loop decodes, steps and
+    reduces every moment's blocks to their absmax (integer reductions over a
+    (..., blocks, block) view, into which XLA fuses the step; see
+    ``_max_last``); and per moment one loop decodes, steps again and encodes
+    with the new scales. The temporaries are a copy of each moment's codes
+    (XLA cannot order the update's reads of the old codes before the writes
+    of the new ones) and a few per-block arrays.
     """
     keys = [None if key is None else fold_in(key, i) for i in range(len(moments))]
     if not any(is_quantized(m) for m in moments):
@@ -465,16 +484,20 @@ def apply(step: Any, g: jax.Array, moments: tuple[Any, ...], key: jax.Array | No
         return step(g, *(None if m is None else dequantize_array(m) for m in moments))
 
     update = new_moments(g, moments)[0]
+    # The step again, on inputs XLA cannot tell are the same: it then fuses the
+    # step into one reduction of every moment's blocks, and once more into each
+    # moment's encoding, rather than materializing the decoded moments.
+    present = [i for i, m in enumerate(moments) if m is not None]
+    new = new_moments(*jax.lax.optimization_barrier((g, moments)))
+    all_scales = _finite_block_absmax(
+        *(new[1 + i] for i in present), block_size=moments[present[0]].block_size
+    )
+    scales_of = dict(zip(present, all_scales, strict=True))
     stored = []
     for i, m in enumerate(moments):
         if m is not None:
-            # The step again, on inputs XLA cannot tell are the same: it then
-            # fuses the step into this moment's reduction, and once more into
-            # its encoding, rather than materializing the decoded moments.
-            new = new_moments(*jax.lax.optimization_barrier((g, moments)))[1 + i]
-            scales = _finite_block_absmax(new, m.block_size)
-            g_again, moments_again, scales = jax.lax.optimization_barrier((g, moments, scales))
-            new = new_moments(g_again, moments_again)[1 + i]
+            again = jax.lax.optimization_barrier((g, moments, scales_of[i]))
+            new, scales = new_moments(*again[:2])[1 + i], again[2]
             m = _encode_with(new, scales, m.signed, m.block_size, keys[i])
         stored.append(m)
     return update, *stored
