@@ -106,7 +106,8 @@ EIGHT_BIT = {
         "only jump up, and the v of rarely updated elements (embedding rows, an output "
         "layer over many classes) drifts far above float32's; stochastic rounding keeps "
         "it unbiased (tests/test_low_bit_long.py), for a few integer operations per "
-        "element (a counter-based hash, as for 16-bit state)."
+        "element (a counter-based hash, as for 16-bit state) and a longer compile on "
+        "trees of many leaves (benchmarks/compile_time.py)."
     ),
 }
 
