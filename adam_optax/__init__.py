@@ -13,8 +13,10 @@ from adam_optax.aliases import (
     nadam,
     nadamw,
 )
+from adam_optax.master_weights import MasterWeightsState, master_params, master_weights
+from adam_optax.offload import offload_state
 from adam_optax.state_sharding import ShardedState, shard_state
-from adam_optax.storage import QuantizedArray, dequantize
+from adam_optax.storage import QuantizedArray, QuantizedTree, dequantize
 from adam_optax.transforms import (
     scale_by_adam,
     scale_by_adam8bit,
@@ -25,7 +27,9 @@ from adam_optax.transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "MasterWeightsState",
     "QuantizedArray",
+    "QuantizedTree",
     "ScaleByAdamState",
     "ScaleByAmsgradState",
     "ShardedState",
@@ -37,8 +41,11 @@ __all__ = [
     "adamw8bit",
     "amsgrad",
     "dequantize",
+    "master_params",
+    "master_weights",
     "nadam",
     "nadamw",
+    "offload_state",
     "scale_by_adam",
     "scale_by_adam8bit",
     "scale_by_adamax",

@@ -22,7 +22,7 @@ import optax
 from jax.typing import ArrayLike, DTypeLike
 from optax import ScalarOrSchedule
 
-from adam_optax import argument_docs, checks
+from adam_optax import checks
 from adam_optax.transforms import (
     scale_by_adam,
     scale_by_adam8bit,
@@ -50,7 +50,6 @@ def _finish(
     return optax.chain(*steps)
 
 
-@argument_docs.documented()
 def adam(
     learning_rate: ScalarOrSchedule,
     b1: ArrayLike = 0.9,
@@ -80,7 +79,35 @@ def adam(
     ICLR 2015, https://arxiv.org/abs/1412.6980.
 
     Args:
-        {args}
+        learning_rate: the step size: a number >= 0, a scalar array, or an optax schedule (a
+            function of the step count, from 0, returning such a number).
+        b1: decay rate of the first-moment average m_t, in [0, 1). Default: ``0.9``.
+        b2: decay rate of the second-moment average v_t, in [0, 1). Default: ``0.999``.
+        eps: added to the denominator outside the square root, sqrt(v̂_t + eps_root) + eps, for
+            numerical stability; >= 0. Default: ``1e-8``.
+        eps_root: added to v̂_t inside the square root, >= 0. A positive value keeps the
+            gradient of the update finite when v̂_t = 0 (meta-learning). Default: ``0.0``.
+        mu_dtype: storage dtype of the first moment m, a floating or complex dtype; complex
+            params get its complex counterpart. None means the params' dtype. Default: ``None``.
+        nu_dtype: storage dtype of the second moment v (and of the AMSGrad max), a real floating
+            dtype. None means the params' real dtype (float32 for complex64 params), but float32
+            for float16 params, whose squared gradients underflow in float16. Default: ``None``.
+        nesterov: use Nesterov momentum (NAdam, Dozat 2016) in optax's formula: m̂_t = b1 m_t /
+            (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t). Default: ``False``.
+        amsgrad: use AMSGrad (Reddi et al. 2018) in PyTorch's and Keras's convention: the
+            denominator uses the running max of the raw v_t, bias-corrected after the max. The
+            state gains ``nu_max`` (``ScaleByAmsgradState``). For optax's convention, the max of
+            the bias-corrected v̂_t, use ``amsgrad``. Default: ``False``.
+        eps_hat: add eps to sqrt(v_t) before the bias correction, the ε̂ of the paper's §2, as
+            TensorFlow and Keras do: the denominator becomes sqrt(v̂_t) + eps / sqrt(1 - b2^t).
+            Default: ``False``.
+        stochastic_rounding: store the 16-bit moments (bfloat16 or float16, set by ``mu_dtype``
+            and ``nu_dtype``, one of which must be 16-bit) by unbiased stochastic rounding
+            instead of round-to-nearest, so that E[stored] = computed (Gupta et al. 2015;
+            Zamirai et al. 2020). With round-to-nearest and b2 = 0.999, a bfloat16 v cannot
+            decay: 0.999 · v rounds back to v. Default: ``False``.
+        seed: an integer in [0, 2**32); the random bits of stochastic rounding derive from it,
+            the step count and the leaf's index, so that a run is reproducible. Default: ``0``.
 
     Returns:
         An optax ``GradientTransformationExtraArgs``: ``chain(scale_by_adam(...),
@@ -117,7 +144,6 @@ def adam(
     )
 
 
-@argument_docs.documented()
 def adamw(
     learning_rate: ScalarOrSchedule,
     b1: ArrayLike = 0.9,
@@ -149,7 +175,41 @@ def adamw(
     ICLR 2019, https://arxiv.org/abs/1711.05101.
 
     Args:
-        {args}
+        learning_rate: the step size: a number >= 0, a scalar array, or an optax schedule (a
+            function of the step count, from 0, returning such a number).
+        b1: decay rate of the first-moment average m_t, in [0, 1). Default: ``0.9``.
+        b2: decay rate of the second-moment average v_t, in [0, 1). Default: ``0.999``.
+        eps: added to the denominator outside the square root, sqrt(v̂_t + eps_root) + eps, for
+            numerical stability; >= 0. Default: ``1e-8``.
+        eps_root: added to v̂_t inside the square root, >= 0. A positive value keeps the
+            gradient of the update finite when v̂_t = 0 (meta-learning). Default: ``0.0``.
+        mu_dtype: storage dtype of the first moment m, a floating or complex dtype; complex
+            params get its complex counterpart. None means the params' dtype. Default: ``None``.
+        weight_decay: rate of the decoupled weight decay: a number >= 0, a scalar array, or a
+            schedule. The update gains -learning_rate · weight_decay · θ_{t-1}, as in PyTorch's
+            AdamW and optax. Default: ``0.0001``.
+        mask: where the weight decay applies: a pytree of bools with the params' structure (or a
+            prefix of it), or a function params -> such a tree. None decays every param.
+            Default: ``None``.
+        nu_dtype: storage dtype of the second moment v (and of the AMSGrad max), a real floating
+            dtype. None means the params' real dtype (float32 for complex64 params), but float32
+            for float16 params, whose squared gradients underflow in float16. Default: ``None``.
+        nesterov: use Nesterov momentum (NAdam, Dozat 2016) in optax's formula: m̂_t = b1 m_t /
+            (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t). Default: ``False``.
+        amsgrad: use AMSGrad (Reddi et al. 2018) in PyTorch's and Keras's convention: the
+            denominator uses the running max of the raw v_t, bias-corrected after the max. The
+            state gains ``nu_max`` (``ScaleByAmsgradState``). For optax's convention, the max of
+            the bias-corrected v̂_t, use ``amsgrad``. Default: ``False``.
+        eps_hat: add eps to sqrt(v_t) before the bias correction, the ε̂ of the paper's §2, as
+            TensorFlow and Keras do: the denominator becomes sqrt(v̂_t) + eps / sqrt(1 - b2^t).
+            Default: ``False``.
+        stochastic_rounding: store the 16-bit moments (bfloat16 or float16, set by ``mu_dtype``
+            and ``nu_dtype``, one of which must be 16-bit) by unbiased stochastic rounding
+            instead of round-to-nearest, so that E[stored] = computed (Gupta et al. 2015;
+            Zamirai et al. 2020). With round-to-nearest and b2 = 0.999, a bfloat16 v cannot
+            decay: 0.999 · v rounds back to v. Default: ``False``.
+        seed: an integer in [0, 2**32); the random bits of stochastic rounding derive from it,
+            the step count and the leaf's index, so that a run is reproducible. Default: ``0``.
 
     Returns:
         An optax ``GradientTransformationExtraArgs``: ``chain(scale_by_adam(...),
@@ -189,7 +249,6 @@ def adamw(
     )
 
 
-@argument_docs.documented()
 def nadam(
     learning_rate: ScalarOrSchedule,
     b1: ArrayLike = 0.9,
@@ -217,7 +276,35 @@ def nadam(
     workshop, https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ.
 
     Args:
-        {args}
+        learning_rate: the step size: a number >= 0, a scalar array, or an optax schedule (a
+            function of the step count, from 0, returning such a number).
+        b1: decay rate of the first-moment average m_t, in [0, 1). Default: ``0.9``.
+        b2: decay rate of the second-moment average v_t, in [0, 1). Default: ``0.999``.
+        eps: added to the denominator outside the square root, sqrt(v̂_t + eps_root) + eps, for
+            numerical stability; >= 0. Default: ``1e-8``.
+        eps_root: added to v̂_t inside the square root, >= 0. A positive value keeps the
+            gradient of the update finite when v̂_t = 0 (meta-learning). Default: ``0.0``.
+        mu_dtype: storage dtype of the first moment m, a floating or complex dtype; complex
+            params get its complex counterpart. None means the params' dtype. Default: ``None``.
+        nu_dtype: storage dtype of the second moment v (and of the AMSGrad max), a real floating
+            dtype. None means the params' real dtype (float32 for complex64 params), but float32
+            for float16 params, whose squared gradients underflow in float16. Default: ``None``.
+        nesterov: use Nesterov momentum (NAdam, Dozat 2016) in optax's formula: m̂_t = b1 m_t /
+            (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t). Default: ``True``.
+        amsgrad: use AMSGrad (Reddi et al. 2018) in PyTorch's and Keras's convention: the
+            denominator uses the running max of the raw v_t, bias-corrected after the max. The
+            state gains ``nu_max`` (``ScaleByAmsgradState``). For optax's convention, the max of
+            the bias-corrected v̂_t, use ``amsgrad``. Default: ``False``.
+        eps_hat: add eps to sqrt(v_t) before the bias correction, the ε̂ of the paper's §2, as
+            TensorFlow and Keras do: the denominator becomes sqrt(v̂_t) + eps / sqrt(1 - b2^t).
+            Default: ``False``.
+        stochastic_rounding: store the 16-bit moments (bfloat16 or float16, set by ``mu_dtype``
+            and ``nu_dtype``, one of which must be 16-bit) by unbiased stochastic rounding
+            instead of round-to-nearest, so that E[stored] = computed (Gupta et al. 2015;
+            Zamirai et al. 2020). With round-to-nearest and b2 = 0.999, a bfloat16 v cannot
+            decay: 0.999 · v rounds back to v. Default: ``False``.
+        seed: an integer in [0, 2**32); the random bits of stochastic rounding derive from it,
+            the step count and the leaf's index, so that a run is reproducible. Default: ``0``.
 
     Returns:
         An optax ``GradientTransformationExtraArgs``, as ``adam``'s.
@@ -251,7 +338,6 @@ def nadam(
     )
 
 
-@argument_docs.documented()
 def nadamw(
     learning_rate: ScalarOrSchedule,
     b1: ArrayLike = 0.9,
@@ -283,7 +369,41 @@ def nadamw(
     ICLR 2019, https://arxiv.org/abs/1711.05101.
 
     Args:
-        {args}
+        learning_rate: the step size: a number >= 0, a scalar array, or an optax schedule (a
+            function of the step count, from 0, returning such a number).
+        b1: decay rate of the first-moment average m_t, in [0, 1). Default: ``0.9``.
+        b2: decay rate of the second-moment average v_t, in [0, 1). Default: ``0.999``.
+        eps: added to the denominator outside the square root, sqrt(v̂_t + eps_root) + eps, for
+            numerical stability; >= 0. Default: ``1e-8``.
+        eps_root: added to v̂_t inside the square root, >= 0. A positive value keeps the
+            gradient of the update finite when v̂_t = 0 (meta-learning). Default: ``0.0``.
+        mu_dtype: storage dtype of the first moment m, a floating or complex dtype; complex
+            params get its complex counterpart. None means the params' dtype. Default: ``None``.
+        weight_decay: rate of the decoupled weight decay: a number >= 0, a scalar array, or a
+            schedule. The update gains -learning_rate · weight_decay · θ_{t-1}, as in PyTorch's
+            AdamW and optax. Default: ``0.0001``.
+        mask: where the weight decay applies: a pytree of bools with the params' structure (or a
+            prefix of it), or a function params -> such a tree. None decays every param.
+            Default: ``None``.
+        nu_dtype: storage dtype of the second moment v (and of the AMSGrad max), a real floating
+            dtype. None means the params' real dtype (float32 for complex64 params), but float32
+            for float16 params, whose squared gradients underflow in float16. Default: ``None``.
+        nesterov: use Nesterov momentum (NAdam, Dozat 2016) in optax's formula: m̂_t = b1 m_t /
+            (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t). Default: ``True``.
+        amsgrad: use AMSGrad (Reddi et al. 2018) in PyTorch's and Keras's convention: the
+            denominator uses the running max of the raw v_t, bias-corrected after the max. The
+            state gains ``nu_max`` (``ScaleByAmsgradState``). For optax's convention, the max of
+            the bias-corrected v̂_t, use ``amsgrad``. Default: ``False``.
+        eps_hat: add eps to sqrt(v_t) before the bias correction, the ε̂ of the paper's §2, as
+            TensorFlow and Keras do: the denominator becomes sqrt(v̂_t) + eps / sqrt(1 - b2^t).
+            Default: ``False``.
+        stochastic_rounding: store the 16-bit moments (bfloat16 or float16, set by ``mu_dtype``
+            and ``nu_dtype``, one of which must be 16-bit) by unbiased stochastic rounding
+            instead of round-to-nearest, so that E[stored] = computed (Gupta et al. 2015;
+            Zamirai et al. 2020). With round-to-nearest and b2 = 0.999, a bfloat16 v cannot
+            decay: 0.999 · v rounds back to v. Default: ``False``.
+        seed: an integer in [0, 2**32); the random bits of stochastic rounding derive from it,
+            the step count and the leaf's index, so that a run is reproducible. Default: ``0``.
 
     Returns:
         An optax ``GradientTransformationExtraArgs``, as ``adamw``'s.
@@ -319,7 +439,6 @@ def nadamw(
     )
 
 
-@argument_docs.documented()
 def amsgrad(
     learning_rate: ScalarOrSchedule,
     b1: ArrayLike = 0.9,
@@ -347,7 +466,23 @@ def amsgrad(
     ICLR 2018, https://openreview.net/forum?id=ryQu7f-RZ.
 
     Args:
-        {args}
+        learning_rate: the step size: a number >= 0, a scalar array, or an optax schedule (a
+            function of the step count, from 0, returning such a number).
+        b1: decay rate of the first-moment average m_t, in [0, 1). Default: ``0.9``.
+        b2: decay rate of the second-moment average v_t, in [0, 1). Default: ``0.999``.
+        eps: added to the denominator outside the square root, sqrt(v̂_t + eps_root) + eps, for
+            numerical stability; >= 0. Default: ``1e-8``.
+        eps_root: added to v̂_t inside the square root, >= 0. A positive value keeps the
+            gradient of the update finite when v̂_t = 0 (meta-learning). Default: ``0.0``.
+        mu_dtype: storage dtype of the first moment m, a floating or complex dtype; complex
+            params get its complex counterpart. None means the params' dtype. Default: ``None``.
+        bias_correction_mu: divide m_t by 1 - b1^t. False uses m_t itself. Default: ``True``.
+        bias_correction_nu: take the running max of the bias-corrected v̂_t = v_t / (1 - b2^t).
+            False takes the max of the raw v_t and never corrects it, as in Reddi et al.'s
+            paper. Default: ``True``.
+        nu_dtype: storage dtype of the second moment v (and of the AMSGrad max), a real floating
+            dtype. None means the params' real dtype (float32 for complex64 params), but float32
+            for float16 params, whose squared gradients underflow in float16. Default: ``None``.
 
     Returns:
         An optax ``GradientTransformationExtraArgs``: ``chain(scale_by_amsgrad(...),
@@ -381,7 +516,6 @@ def amsgrad(
     )
 
 
-@argument_docs.documented(**argument_docs.ADAMAX)
 def adamax(
     learning_rate: ScalarOrSchedule,
     b1: ArrayLike = 0.9,
@@ -401,7 +535,12 @@ def adamax(
     ICLR 2015, §7.1, https://arxiv.org/abs/1412.6980.
 
     Args:
-        {args}
+        learning_rate: the step size: a number >= 0, a scalar array, or an optax schedule (a
+            function of the step count, from 0, returning such a number).
+        b1: decay rate of the first-moment average m_t, in [0, 1). Default: ``0.9``.
+        b2: decay rate of the infinity norm u_t, in [0, 1). Default: ``0.999``.
+        eps: added to |g_t| inside the max, >= 0; a zero first gradient then gives 0, not 0/0.
+            Default: ``1e-8``.
 
     Returns:
         An optax ``GradientTransformationExtraArgs``: ``chain(scale_by_adamax(...),
@@ -422,7 +561,6 @@ def adamax(
     return _finish(scale_by_adamax(b1, b2, eps), learning_rate)
 
 
-@argument_docs.documented(**argument_docs.ADAMAX)
 def adamaxw(
     learning_rate: ScalarOrSchedule,
     b1: ArrayLike = 0.9,
@@ -445,7 +583,18 @@ def adamaxw(
     Regularization", ICLR 2019, https://arxiv.org/abs/1711.05101.
 
     Args:
-        {args}
+        learning_rate: the step size: a number >= 0, a scalar array, or an optax schedule (a
+            function of the step count, from 0, returning such a number).
+        b1: decay rate of the first-moment average m_t, in [0, 1). Default: ``0.9``.
+        b2: decay rate of the infinity norm u_t, in [0, 1). Default: ``0.999``.
+        eps: added to |g_t| inside the max, >= 0; a zero first gradient then gives 0, not 0/0.
+            Default: ``1e-8``.
+        weight_decay: rate of the decoupled weight decay: a number >= 0, a scalar array, or a
+            schedule. The update gains -learning_rate · weight_decay · θ_{t-1}, as in PyTorch's
+            AdamW and optax. Default: ``0.0001``.
+        mask: where the weight decay applies: a pytree of bools with the params' structure (or a
+            prefix of it), or a function params -> such a tree. None decays every param.
+            Default: ``None``.
 
     Returns:
         An optax ``GradientTransformationExtraArgs``: ``chain(scale_by_adamax(...),
@@ -467,7 +616,6 @@ def adamaxw(
     return _finish(scale_by_adamax(b1, b2, eps), learning_rate, weight_decay, mask)
 
 
-@argument_docs.documented(**argument_docs.EIGHT_BIT)
 def adam8bit(
     learning_rate: ScalarOrSchedule,
     b1: ArrayLike = 0.9,
@@ -495,7 +643,40 @@ def adam8bit(
     Block-wise Quantization", ICLR 2022, https://arxiv.org/abs/2110.02861.
 
     Args:
-        {args}
+        learning_rate: the step size: a number >= 0, a scalar array, or an optax schedule (a
+            function of the step count, from 0, returning such a number).
+        b1: decay rate of the first-moment average m_t, in [0, 1). Default: ``0.9``.
+        b2: decay rate of the second-moment average v_t, in [0, 1). Default: ``0.999``.
+        eps: added to the denominator outside the square root, sqrt(v̂_t + eps_root) + eps, for
+            numerical stability; >= 0. Default: ``1e-8``.
+        eps_root: added to v̂_t inside the square root, >= 0. A positive value keeps the
+            gradient of the update finite when v̂_t = 0 (meta-learning). Default: ``0.0``.
+        nesterov: use Nesterov momentum (NAdam, Dozat 2016) in optax's formula: m̂_t = b1 m_t /
+            (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t). Default: ``False``.
+        amsgrad: use AMSGrad (Reddi et al. 2018) in PyTorch's and Keras's convention: the
+            denominator uses the running max of the raw v_t, bias-corrected after the max. The
+            state gains ``nu_max`` (``ScaleByAmsgradState``). For optax's convention, the max of
+            the bias-corrected v̂_t, use ``amsgrad``. The running max is stored like v. Default:
+            ``False``.
+        eps_hat: add eps to sqrt(v_t) before the bias correction, the ε̂ of the paper's §2, as
+            TensorFlow and Keras do: the denominator becomes sqrt(v̂_t) + eps / sqrt(1 - b2^t).
+            Default: ``False``.
+        block_size: elements per 8-bit block along a leaf's last axis, each block with its own
+            float32 scale (its absmax); a positive integer. A row's last block is shorter when
+            block_size does not divide the axis. Default: ``256``.
+        min_quantized_size: leaves with fewer elements (and scalars and complex leaves) keep
+            float32 (complex64) moments; an integer >= 0. Default: ``4096``.
+        stochastic_rounding: store each 8-bit code by rounding to one of the two neighbouring
+            code values at random, with the probability that makes it unbiased in value
+            (E[stored] = computed), instead of to the nearest code. On by default: with
+            round-to-nearest, a v that decays by 1 - b2 per step moves less than half a code
+            gap, so it can only jump up, and the v of rarely updated elements (embedding rows,
+            an output layer over many classes) drifts far above float32's; stochastic
+            rounding keeps it unbiased (tests/test_low_bit_long.py), for a few integer
+            operations per element (a counter-based hash, as for 16-bit state) and a longer
+            compile on trees of many leaves (benchmarks/compile_time.py). Default: ``True``.
+        seed: an integer in [0, 2**32); the random bits of stochastic rounding derive from it,
+            the step count and the leaf's index, so that a run is reproducible. Default: ``0``.
 
     Returns:
         An optax ``GradientTransformationExtraArgs``: ``chain(scale_by_adam8bit(...),
@@ -513,7 +694,7 @@ def adam8bit(
         >>> new = optax.apply_updates(params, updates)  # θ - lr·sign(g)
         >>> print(np.asarray(new["w"]).round(4))
         [ 0.9 -1.9]
-        >>> print(state[0].mu["w"].codes.dtype)
+        >>> print(state[0].mu.codes["w"].dtype)
         uint8
     """
     return _finish(
@@ -534,7 +715,6 @@ def adam8bit(
     )
 
 
-@argument_docs.documented(**argument_docs.EIGHT_BIT)
 def adamw8bit(
     learning_rate: ScalarOrSchedule,
     b1: ArrayLike = 0.9,
@@ -566,7 +746,46 @@ def adamw8bit(
     Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019.
 
     Args:
-        {args}
+        learning_rate: the step size: a number >= 0, a scalar array, or an optax schedule (a
+            function of the step count, from 0, returning such a number).
+        b1: decay rate of the first-moment average m_t, in [0, 1). Default: ``0.9``.
+        b2: decay rate of the second-moment average v_t, in [0, 1). Default: ``0.999``.
+        eps: added to the denominator outside the square root, sqrt(v̂_t + eps_root) + eps, for
+            numerical stability; >= 0. Default: ``1e-8``.
+        eps_root: added to v̂_t inside the square root, >= 0. A positive value keeps the
+            gradient of the update finite when v̂_t = 0 (meta-learning). Default: ``0.0``.
+        weight_decay: rate of the decoupled weight decay: a number >= 0, a scalar array, or a
+            schedule. The update gains -learning_rate · weight_decay · θ_{t-1}, as in PyTorch's
+            AdamW and optax. Default: ``0.0001``.
+        mask: where the weight decay applies: a pytree of bools with the params' structure (or a
+            prefix of it), or a function params -> such a tree. None decays every param.
+            Default: ``None``.
+        nesterov: use Nesterov momentum (NAdam, Dozat 2016) in optax's formula: m̂_t = b1 m_t /
+            (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t). Default: ``False``.
+        amsgrad: use AMSGrad (Reddi et al. 2018) in PyTorch's and Keras's convention: the
+            denominator uses the running max of the raw v_t, bias-corrected after the max. The
+            state gains ``nu_max`` (``ScaleByAmsgradState``). For optax's convention, the max of
+            the bias-corrected v̂_t, use ``amsgrad``. The running max is stored like v. Default:
+            ``False``.
+        eps_hat: add eps to sqrt(v_t) before the bias correction, the ε̂ of the paper's §2, as
+            TensorFlow and Keras do: the denominator becomes sqrt(v̂_t) + eps / sqrt(1 - b2^t).
+            Default: ``False``.
+        block_size: elements per 8-bit block along a leaf's last axis, each block with its own
+            float32 scale (its absmax); a positive integer. A row's last block is shorter when
+            block_size does not divide the axis. Default: ``256``.
+        min_quantized_size: leaves with fewer elements (and scalars and complex leaves) keep
+            float32 (complex64) moments; an integer >= 0. Default: ``4096``.
+        stochastic_rounding: store each 8-bit code by rounding to one of the two neighbouring
+            code values at random, with the probability that makes it unbiased in value
+            (E[stored] = computed), instead of to the nearest code. On by default: with
+            round-to-nearest, a v that decays by 1 - b2 per step moves less than half a code
+            gap, so it can only jump up, and the v of rarely updated elements (embedding rows,
+            an output layer over many classes) drifts far above float32's; stochastic
+            rounding keeps it unbiased (tests/test_low_bit_long.py), for a few integer
+            operations per element (a counter-based hash, as for 16-bit state) and a longer
+            compile on trees of many leaves (benchmarks/compile_time.py). Default: ``True``.
+        seed: an integer in [0, 2**32); the random bits of stochastic rounding derive from it,
+            the step count and the leaf's index, so that a run is reproducible. Default: ``0``.
 
     Returns:
         An optax ``GradientTransformationExtraArgs``: ``chain(scale_by_adam8bit(...),

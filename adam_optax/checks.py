@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 
@@ -219,3 +220,39 @@ def updates_match(updates: Any, moments: Any, is_leaf: Any = None) -> None:
                 f"{np.shape(g)}, but its parameter has shape {np.shape(m)}. "
                 f"Adam does not broadcast."
             )
+
+
+def transformation(name: str, value: Any) -> None:
+    """Checks an optax transform: an object with callable ``init`` and ``update``, such as
+    an ``optax.GradientTransformation``. Names the usual mistake, an uncalled factory."""
+    if callable(getattr(value, "init", None)) and callable(getattr(value, "update", None)):
+        return
+    if callable(value):
+        what = f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', value)}"
+        raise TypeError(
+            f"{name} must be an optax.GradientTransformation, got the function "
+            f"{what.lstrip('.')} itself: call it, e.g. {name}=adam_optax.adamw(1e-3), not "
+            f"{name}=adam_optax.adamw."
+        )
+    raise TypeError(
+        f"{name} must be an optax.GradientTransformation (with init and update), got "
+        f"{value!r} of type {type(value).__name__}."
+    )
+
+
+def mesh(name: str, value: Any) -> None:
+    """Checks a device mesh: a ``jax.sharding.Mesh`` or ``AbstractMesh``."""
+    if not isinstance(value, (jax.sharding.Mesh, jax.sharding.AbstractMesh)):
+        raise TypeError(
+            f"{name} must be a jax.sharding.Mesh (or AbstractMesh), got {value!r} of type "
+            f"{type(value).__name__}; e.g. jax.make_mesh((jax.device_count(),), ('data',))."
+        )
+
+
+def mesh_axis(name: str, value: Any, mesh: Any) -> None:
+    """Checks that ``value`` names an axis of ``mesh``."""
+    if value not in mesh.axis_names:
+        raise ValueError(
+            f"{name}={value!r} is not an axis of the mesh, whose axes are "
+            f"{tuple(mesh.axis_names)}; pass one of them as {name}."
+        )

@@ -98,15 +98,17 @@ class QuantizedArray:
 
     A registered pytree node with codes and scales as children, so jit,
     donation, checkpointing and sharding treat it as two arrays. The 8-bit
-    transforms (``adam8bit``, ``scale_by_adam8bit``) make them at ``init``;
-    ``dequantize`` reads them back. The format is Dettmers et al.'s blockwise
-    dynamic quantization ("8-bit Optimizers via Block-wise Quantization",
-    ICLR 2022), described in this module's docstring.
+    transforms (``adam8bit``, ``scale_by_adam8bit``) store a whole moment as a
+    ``QuantizedTree`` and step each quantized leaf as one of these
+    (``QuantizedTree.per_leaf``); ``dequantize`` reads either back. The
+    format is Dettmers et al.'s blockwise dynamic quantization ("8-bit
+    Optimizers via Block-wise Quantization", ICLR 2022), described in this
+    module's docstring.
 
     Example:
         >>> import jax.numpy as jnp, adam_optax
         >>> tx = adam_optax.scale_by_adam8bit(block_size=4, min_quantized_size=0)
-        >>> mu = tx.init({"w": jnp.ones((2, 6))}).mu["w"]
+        >>> mu = tx.init({"w": jnp.ones((2, 6))}).mu.per_leaf()["w"]
         >>> print(type(mu).__name__, mu.shape, mu.codes.shape, mu.scales.shape, mu.signed)
         QuantizedArray (2, 6) (2, 6) (2, 2) True
     """
@@ -136,6 +138,84 @@ jax.tree_util.register_dataclass(QuantizedArray)
 
 def is_quantized(x: Any) -> bool:
     return isinstance(x, QuantizedArray)
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizedTree:
+    """A moment of a whole params tree, its large leaves 8-bit: two trees of arrays.
+
+    Attributes:
+        codes: the params' tree structure. A quantized leaf holds uint8 codes of
+            the param's shape, as ``QuantizedArray.codes``; any other leaf holds
+            the moment itself, a float array.
+        scales: the params' tree structure, float32. A quantized leaf holds its
+            block scales, as ``QuantizedArray.scales``; any other leaf an empty
+            ``optax.MaskedNode()``: no scales, no bytes.
+        signed: whether the signed map is used (static): True for m, False for v.
+        block_size: the block length along the last axis (static).
+
+    The 8-bit transforms' ``mu`` and ``nu``: two trees of plain arrays rather
+    than one tree of ``QuantizedArray`` nodes, so that each params leaf has at
+    most one array in each. Flax NNX's ``nnx.Optimizer`` keeps the state of each params
+    leaf in a ``Variable``, and after each update writes into it what NNX
+    flattens the new state to, which splits every pytree node: a
+    ``QuantizedArray`` there came back as a ``State`` of codes and scales.
+    ``per_leaf`` gives the ``QuantizedArray`` view; ``dequantize`` reads it
+    back as float32.
+
+    Example:
+        >>> import jax.numpy as jnp, adam_optax
+        >>> tx = adam_optax.scale_by_adam8bit(block_size=4, min_quantized_size=8)
+        >>> mu = tx.init({"w": jnp.ones((2, 6)), "b": jnp.ones(2)}).mu
+        >>> print(mu.codes["w"].dtype, mu.scales["w"].shape, mu.codes["b"].dtype, mu.scales["b"])
+        uint8 (2, 2) float32 MaskedNode()
+        >>> type(mu.per_leaf()["w"]).__name__, type(mu.per_leaf()["b"]).__name__
+        ('QuantizedArray', 'ArrayImpl')
+    """
+
+    codes: Any
+    scales: Any
+    signed: bool = dataclasses.field(metadata={"static": True})
+    block_size: int = dataclasses.field(metadata={"static": True})
+
+    def per_leaf(self) -> Any:
+        """The params' tree of ``QuantizedArray`` (quantized leaves) and float arrays."""
+
+        def leaf(codes, scales):
+            if codes.dtype != jnp.uint8:
+                return codes
+            return QuantizedArray(codes, scales, tuple(codes.shape), self.signed, self.block_size)
+
+        return jax.tree.map(leaf, self.codes, self.scales)
+
+    def replace_leaves(self, tree: Any) -> QuantizedTree:
+        """The inverse of ``per_leaf``: ``tree``'s ``QuantizedArray`` and float leaves stored."""
+
+        def codes(x):
+            return x.codes if is_quantized(x) else x
+
+        def scales(x, old):
+            return x.scales if is_quantized(x) else old  # the placeholder
+
+        return QuantizedTree(
+            jax.tree.map(codes, tree, is_leaf=is_quantized),
+            jax.tree.map(scales, tree, self.scales, is_leaf=is_quantized),
+            self.signed,
+            self.block_size,
+        )
+
+
+jax.tree_util.register_dataclass(QuantizedTree)
+
+
+def per_leaf(moment: Any) -> Any:
+    """A moment tree leaf by leaf: a ``QuantizedTree``'s ``per_leaf``, any other as it is."""
+    return moment.per_leaf() if isinstance(moment, QuantizedTree) else moment
+
+
+def stored_like(moment: Any, tree: Any) -> Any:
+    """``tree`` (leaf by leaf, as ``per_leaf`` gives it) stored as ``moment`` is stored."""
+    return moment.replace_leaves(tree) if isinstance(moment, QuantizedTree) else tree
 
 
 def zero_code(signed: bool) -> int:
@@ -330,7 +410,7 @@ def dequantize_array(q: QuantizedArray) -> jax.Array:
 
 
 def dequantize(tree: Any) -> Any:
-    """The same tree with every ``QuantizedArray`` replaced by its float32 array.
+    """The same tree with every 8-bit moment read back as float32.
 
     For inspecting an 8-bit optimizer state: each code c of a block with scale
     s reads back as ``code_map(signed)[c] · s``. Other leaves are returned as
@@ -338,11 +418,12 @@ def dequantize(tree: Any) -> Any:
 
     Args:
         tree: any pytree, such as the state of ``adam8bit`` or one of its
-            fields; it may hold no ``QuantizedArray`` at all.
+            fields; it may hold no ``QuantizedTree`` or ``QuantizedArray`` at all.
 
     Returns:
-        The tree with the same structure, ``QuantizedArray`` nodes replaced by
-        float32 arrays of their ``shape``.
+        The tree with each ``QuantizedTree`` replaced by the params' tree of
+        float arrays it stands for, and each ``QuantizedArray`` by the float32
+        array of its ``shape``.
 
     Example:
         >>> import jax.numpy as jnp, numpy as np, adam_optax
@@ -356,9 +437,14 @@ def dequantize(tree: Any) -> Any:
         [[ 0.1    -0.055   0.01  ]
          [ 0.      0.2    -0.0509]]
     """
-    return jax.tree.map(
-        lambda x: dequantize_array(x) if is_quantized(x) else x, tree, is_leaf=is_quantized
-    )
+
+    def read(x):
+        if isinstance(x, QuantizedTree):
+            return dequantize(x.per_leaf())
+        return dequantize_array(x) if is_quantized(x) else x
+
+    stored = (QuantizedArray, QuantizedTree)
+    return jax.tree.map(read, tree, is_leaf=lambda x: isinstance(x, stored))
 
 
 # --- Stochastic rounding -----------------------------------------------------------------------
@@ -393,8 +479,8 @@ def _uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 
     A counter-based hash of the element's index and ``key``: a few integer
     operations per element that XLA fuses into the rounding, where threefry
-    (``jax.random``) cost 29x the step time of float32 Adam and minutes of
-    compilation on a tree of 148 leaves.
+    (``jax.random``) is many times slower per element and, with one key per
+    leaf, slow to compile on trees of many leaves.
     """
     bits = _mix(_index(shape) * jnp.uint32(_GOLDEN) + key)
     return (bits >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)

@@ -26,9 +26,11 @@ gets its own leaf function and ``scale_by_*`` (``_adamax_leaf``,
 ``scale_by_adamax``). A new way to store the moments is a storage format in
 ``adam_optax/storage.py``: ``storage.apply`` reads and writes it around
 ``_adam_step``, which never sees it (``_adamax_leaf`` stores plain arrays
-only). A new argument is validated in ``checks.py``, documented in
-``argument_docs.py``, and gets rows in ``tests/cases.py`` and in the README's
-table of options.
+only). A new argument is validated in ``checks.py``, documented in the
+``Args:`` section of every public function that takes it (written out in each,
+as optax does; ``tests/test_docstrings.py`` checks the names, their order and
+the stated defaults against the signatures), and gets rows in
+``tests/cases.py`` and in the README's table of options.
 
 Why the scalars are arguments of the jitted leaf function, never closed over:
 ``_adam_leaf`` is traced once per leaf shape and dtype, and that trace is
@@ -46,12 +48,13 @@ import math
 from typing import Any, NamedTuple
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike, DTypeLike
 from optax import ScaleByAdamState, ScaleByAmsgradState
 
-from adam_optax import argument_docs, checks, storage
+from adam_optax import checks, storage
 
 _INT32_MAX = jnp.iinfo(jnp.int32).max
 
@@ -134,7 +137,11 @@ def _adam_leaf(g, mu, nu, nu_max, k: _Scalars, key=None):
     Returns (update, mu, nu, nu_max). ``key`` (None unless stochastic rounding
     is on) gives the random bits for this leaf and step.
     """
-    return storage.apply(lambda *args: _adam_step(*args, k), g, (mu, nu, nu_max), key)
+
+    def step(g, mu, nu, nu_max):
+        return _adam_step(g, mu, nu, nu_max, k)
+
+    return storage.apply(step, g, (mu, nu, nu_max), key)
 
 
 @jax.jit
@@ -188,18 +195,6 @@ def _zeros_like(param: Any, dtype: Any, fill: int = 0, last: int | None = None) 
     return jnp.zeros(shape, dtype, device=sharding)
 
 
-def _quantized_zeros(param: Any, signed: bool, block_size: int) -> storage.QuantizedArray:
-    """A zero moment for ``param`` as 8-bit codes (sharded like it) and block scales."""
-    shape = tuple(jnp.shape(param))
-    return storage.QuantizedArray(
-        codes=_zeros_like(param, jnp.uint8, fill=storage.zero_code(signed)),
-        scales=_zeros_like(param, jnp.float32, last=storage.blocks_per_row(shape, block_size)),
-        shape=shape,
-        signed=signed,
-        block_size=block_size,
-    )
-
-
 def _init_count(params: Any) -> jax.Array:
     """A zero int32 step count, replicated on the params' mesh if they have one.
 
@@ -242,9 +237,27 @@ class _Blocks(NamedTuple):
             and not jnp.issubdtype(param.dtype, jnp.complexfloating)
         )
 
-    def zeros(self, param: Any, signed: bool) -> storage.QuantizedArray:
-        """A zero 8-bit moment for ``param``."""
-        return _quantized_zeros(param, signed, checks.static_integer("block_size", self.block_size))
+    def zeros(self, params: Any, signed: bool, plain: Any) -> storage.QuantizedTree:
+        """A zero moment: 8-bit where it ``applies``, ``plain(param)`` elsewhere.
+
+        Codes are sharded like their param; scales like it but for the last axis.
+        """
+
+        def codes(p):
+            if self.applies(p):
+                return _zeros_like(p, jnp.uint8, fill=storage.zero_code(signed))
+            return plain(p)
+
+        def scales(p):
+            if self.applies(p):
+                blocks = storage.blocks_per_row(tuple(jnp.shape(p)), block_size)
+                return _zeros_like(p, jnp.float32, last=blocks)
+            return optax.MaskedNode()  # no scales: an empty node, no bytes
+
+        codes_tree = jax.tree.map(codes, params)  # checks min_quantized_size first
+        block_size = checks.static_integer("block_size", self.block_size)
+        scales_tree = jax.tree.map(scales, params)
+        return storage.QuantizedTree(codes_tree, scales_tree, signed, block_size)
 
 
 def _init_moments(
@@ -254,20 +267,18 @@ def _init_moments(
     *,
     squares: bool = True,
     blocks: _Blocks | None = None,
-):
+) -> tuple[Any, Any]:
     """Zero moments: mu in mu_dtype (complex for complex params), nu real.
 
     With ``squares`` (nu holds |g|², not AdaMax's |g|), nu defaults to float32
     for float16 params: (1-b2)·g² rounds to 0 in float16 for |g| < 5.5e-3,
     and a later zero gradient would then divide m̂ by eps alone. With
-    ``blocks``, the leaves it applies to get 8-bit moments instead: m signed,
-    v unsigned.
+    ``blocks``, mu and nu are ``storage.QuantizedTree``s whose leaves that
+    ``blocks`` applies to are 8-bit: m signed, v unsigned.
     """
     checks.inexact_params(params)
 
     def mu_zeros(p):
-        if blocks is not None and blocks.applies(p):
-            return blocks.zeros(p, signed=True)
         p_dtype = _param_dtype(p)
         dtype = p_dtype if mu_dtype is None else mu_dtype
         if jnp.issubdtype(p_dtype, jnp.complexfloating):
@@ -275,8 +286,6 @@ def _init_moments(
         return _zeros_like(p, dtype)
 
     def nu_zeros(p):
-        if blocks is not None and blocks.applies(p):
-            return blocks.zeros(p, signed=False)
         dtype = nu_dtype
         if dtype is None:
             dtype = _real(_param_dtype(p))
@@ -284,6 +293,8 @@ def _init_moments(
                 dtype = jnp.float32
         return _zeros_like(p, dtype)
 
+    if blocks is not None:
+        return blocks.zeros(params, True, mu_zeros), blocks.zeros(params, False, nu_zeros)
     return jax.tree.map(mu_zeros, params), jax.tree.map(nu_zeros, params)
 
 
@@ -345,7 +356,10 @@ def _adam_family(
 
     def update_fn(updates, state, params=None):
         del params
-        checks.updates_match(updates, state.mu, is_leaf=storage.is_quantized)
+        # Leaf by leaf: 8-bit moments as QuantizedArray, the others as stored.
+        mu, nu = storage.per_leaf(state.mu), storage.per_leaf(state.nu)
+        nu_max = storage.per_leaf(getattr(state, "nu_max", None))
+        checks.updates_match(updates, mu, is_leaf=storage.is_quantized)
         count = _increment(state.count)
         k = _scalars(
             count=count,
@@ -358,7 +372,6 @@ def _adam_family(
             eps_hat=eps_hat,
             correct_mu=correct_mu,
         )
-        nu_max = getattr(state, "nu_max", None)
         keys = None
         if stochastic_rounding:
             treedef = jax.tree.structure(updates)
@@ -370,11 +383,13 @@ def _adam_family(
             lambda g, m, v, vmax, key: _adam_leaf(g, m, v, vmax, k, key),
             4,
             updates,
-            state.mu,
-            state.nu,
+            mu,
+            nu,
             nu_max,
             keys,
         )
+        mu, nu = storage.stored_like(state.mu, mu), storage.stored_like(state.nu, nu)
+        nu_max = storage.stored_like(getattr(state, "nu_max", None), nu_max)
         if max_convention is None:
             return updates, ScaleByAdamState(count=count, mu=mu, nu=nu)
         return updates, ScaleByAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
@@ -427,7 +442,6 @@ def _scalars(
     )
 
 
-@argument_docs.documented()
 def scale_by_adam(
     b1: ArrayLike = 0.9,
     b2: ArrayLike = 0.999,
@@ -459,7 +473,33 @@ def scale_by_adam(
     ICLR 2015, https://arxiv.org/abs/1412.6980.
 
     Args:
-        {args}
+        b1: decay rate of the first-moment average m_t, in [0, 1). Default: ``0.9``.
+        b2: decay rate of the second-moment average v_t, in [0, 1). Default: ``0.999``.
+        eps: added to the denominator outside the square root, sqrt(v̂_t + eps_root) + eps, for
+            numerical stability; >= 0. Default: ``1e-8``.
+        eps_root: added to v̂_t inside the square root, >= 0. A positive value keeps the
+            gradient of the update finite when v̂_t = 0 (meta-learning). Default: ``0.0``.
+        mu_dtype: storage dtype of the first moment m, a floating or complex dtype; complex
+            params get its complex counterpart. None means the params' dtype. Default: ``None``.
+        nu_dtype: storage dtype of the second moment v (and of the AMSGrad max), a real floating
+            dtype. None means the params' real dtype (float32 for complex64 params), but float32
+            for float16 params, whose squared gradients underflow in float16. Default: ``None``.
+        nesterov: use Nesterov momentum (NAdam, Dozat 2016) in optax's formula: m̂_t = b1 m_t /
+            (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t). Default: ``False``.
+        amsgrad: use AMSGrad (Reddi et al. 2018) in PyTorch's and Keras's convention: the
+            denominator uses the running max of the raw v_t, bias-corrected after the max. The
+            state gains ``nu_max`` (``ScaleByAmsgradState``). For optax's convention, the max of
+            the bias-corrected v̂_t, use ``scale_by_amsgrad``. Default: ``False``.
+        eps_hat: add eps to sqrt(v_t) before the bias correction, the ε̂ of the paper's §2, as
+            TensorFlow and Keras do: the denominator becomes sqrt(v̂_t) + eps / sqrt(1 - b2^t).
+            Default: ``False``.
+        stochastic_rounding: store the 16-bit moments (bfloat16 or float16, set by ``mu_dtype``
+            and ``nu_dtype``, one of which must be 16-bit) by unbiased stochastic rounding
+            instead of round-to-nearest, so that E[stored] = computed (Gupta et al. 2015;
+            Zamirai et al. 2020). With round-to-nearest and b2 = 0.999, a bfloat16 v cannot
+            decay: 0.999 · v rounds back to v. Default: ``False``.
+        seed: an integer in [0, 2**32); the random bits of stochastic rounding derive from it,
+            the step count and the leaf's index, so that a run is reproducible. Default: ``0``.
 
     Returns:
         A ``GradientTransformation`` with state ``ScaleByAdamState(count, mu,
@@ -493,7 +533,6 @@ def scale_by_adam(
     )
 
 
-@argument_docs.documented(**argument_docs.EIGHT_BIT)
 def scale_by_adam8bit(
     b1: ArrayLike = 0.9,
     b2: ArrayLike = 0.999,
@@ -552,13 +591,45 @@ def scale_by_adam8bit(
     Block-wise Quantization", ICLR 2022, https://arxiv.org/abs/2110.02861.
 
     Args:
-        {args}
+        b1: decay rate of the first-moment average m_t, in [0, 1). Default: ``0.9``.
+        b2: decay rate of the second-moment average v_t, in [0, 1). Default: ``0.999``.
+        eps: added to the denominator outside the square root, sqrt(v̂_t + eps_root) + eps, for
+            numerical stability; >= 0. Default: ``1e-8``.
+        eps_root: added to v̂_t inside the square root, >= 0. A positive value keeps the
+            gradient of the update finite when v̂_t = 0 (meta-learning). Default: ``0.0``.
+        nesterov: use Nesterov momentum (NAdam, Dozat 2016) in optax's formula: m̂_t = b1 m_t /
+            (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t). Default: ``False``.
+        amsgrad: use AMSGrad (Reddi et al. 2018) in PyTorch's and Keras's convention: the
+            denominator uses the running max of the raw v_t, bias-corrected after the max. The
+            state gains ``nu_max`` (``ScaleByAmsgradState``). For optax's convention, the max of
+            the bias-corrected v̂_t, use ``scale_by_amsgrad``. The running max is stored like
+            v. Default: ``False``.
+        eps_hat: add eps to sqrt(v_t) before the bias correction, the ε̂ of the paper's §2, as
+            TensorFlow and Keras do: the denominator becomes sqrt(v̂_t) + eps / sqrt(1 - b2^t).
+            Default: ``False``.
+        block_size: elements per 8-bit block along a leaf's last axis, each block with its own
+            float32 scale (its absmax); a positive integer. A row's last block is shorter when
+            block_size does not divide the axis. Default: ``256``.
+        min_quantized_size: leaves with fewer elements (and scalars and complex leaves) keep
+            float32 (complex64) moments; an integer >= 0. Default: ``4096``.
+        stochastic_rounding: store each 8-bit code by rounding to one of the two neighbouring
+            code values at random, with the probability that makes it unbiased in value
+            (E[stored] = computed), instead of to the nearest code. On by default: with
+            round-to-nearest, a v that decays by 1 - b2 per step moves less than half a code
+            gap, so it can only jump up, and the v of rarely updated elements (embedding rows,
+            an output layer over many classes) drifts far above float32's; stochastic
+            rounding keeps it unbiased (tests/test_low_bit_long.py), for a few integer
+            operations per element (a counter-based hash, as for 16-bit state) and a longer
+            compile on trees of many leaves (benchmarks/compile_time.py). Default: ``True``.
+        seed: an integer in [0, 2**32); the random bits of stochastic rounding derive from it,
+            the step count and the leaf's index, so that a run is reproducible. Default: ``0``.
 
     Returns:
         A ``GradientTransformation`` with state ``ScaleByAdamState(count, mu,
-        nu)`` (``ScaleByAmsgradState`` with amsgrad) whose large leaves are
-        ``adam_optax.QuantizedArray`` nodes; ``adam_optax.dequantize`` reads
-        them back.
+        nu)`` (``ScaleByAmsgradState`` with amsgrad) whose moments are
+        ``adam_optax.QuantizedTree`` nodes: a tree of codes (or float32
+        moments, for the leaves left unquantized) and a tree of block scales;
+        ``adam_optax.dequantize`` reads them back.
 
     Raises:
         ValueError, TypeError: an argument out of its range or of the wrong type.
@@ -567,7 +638,7 @@ def scale_by_adam8bit(
         >>> import jax.numpy as jnp, numpy as np, adam_optax
         >>> tx = adam_optax.scale_by_adam8bit(min_quantized_size=4)
         >>> state = tx.init({"w": jnp.ones((2, 4))})
-        >>> print(state.mu["w"].codes.dtype, state.mu["w"].scales.shape)
+        >>> print(state.mu.codes["w"].dtype, state.mu.scales["w"].shape)
         uint8 (2, 1)
         >>> updates, state = tx.update({"w": jnp.full((2, 4), 0.5)}, state)
         >>> print(np.asarray(updates["w"][0]).round(4))  # the first step's direction is g / |g|
@@ -592,7 +663,6 @@ def scale_by_adam8bit(
     )
 
 
-@argument_docs.documented()
 def scale_by_amsgrad(
     b1: ArrayLike = 0.9,
     b2: ArrayLike = 0.999,
@@ -624,7 +694,21 @@ def scale_by_amsgrad(
     ICLR 2018, https://openreview.net/forum?id=ryQu7f-RZ.
 
     Args:
-        {args}
+        b1: decay rate of the first-moment average m_t, in [0, 1). Default: ``0.9``.
+        b2: decay rate of the second-moment average v_t, in [0, 1). Default: ``0.999``.
+        eps: added to the denominator outside the square root, sqrt(v̂_t + eps_root) + eps, for
+            numerical stability; >= 0. Default: ``1e-8``.
+        eps_root: added to v̂_t inside the square root, >= 0. A positive value keeps the
+            gradient of the update finite when v̂_t = 0 (meta-learning). Default: ``0.0``.
+        mu_dtype: storage dtype of the first moment m, a floating or complex dtype; complex
+            params get its complex counterpart. None means the params' dtype. Default: ``None``.
+        bias_correction_mu: divide m_t by 1 - b1^t. False uses m_t itself. Default: ``True``.
+        bias_correction_nu: take the running max of the bias-corrected v̂_t = v_t / (1 - b2^t).
+            False takes the max of the raw v_t and never corrects it, as in Reddi et al.'s
+            paper. Default: ``True``.
+        nu_dtype: storage dtype of the second moment v (and of the AMSGrad max), a real floating
+            dtype. None means the params' real dtype (float32 for complex64 params), but float32
+            for float16 params, whose squared gradients underflow in float16. Default: ``None``.
 
     Returns:
         A ``GradientTransformation`` with state ``ScaleByAmsgradState(count, mu,
@@ -658,7 +742,6 @@ def scale_by_amsgrad(
     )
 
 
-@argument_docs.documented(**argument_docs.ADAMAX)
 def scale_by_adamax(
     b1: ArrayLike = 0.9, b2: ArrayLike = 0.999, eps: ArrayLike = 1e-8
 ) -> optax.GradientTransformation:
@@ -679,7 +762,10 @@ def scale_by_adamax(
     ICLR 2015, §7.1, https://arxiv.org/abs/1412.6980.
 
     Args:
-        {args}
+        b1: decay rate of the first-moment average m_t, in [0, 1). Default: ``0.9``.
+        b2: decay rate of the infinity norm u_t, in [0, 1). Default: ``0.999``.
+        eps: added to |g_t| inside the max, >= 0; a zero first gradient then gives 0, not 0/0.
+            Default: ``1e-8``.
 
     Returns:
         A ``GradientTransformation`` with state ``ScaleByAdamState(count, mu,

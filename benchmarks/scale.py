@@ -1,15 +1,19 @@
 #!/usr/bin/env python
-"""Memory per device and step time of data-parallel AdamW, unsharded vs shard_state.
+"""Memory per device and step time of data-parallel AdamW: unsharded, shard_state, offload_state.
 
     python benchmarks/scale.py                           # 8 CPU devices, writes to benchmarks/out/
     python benchmarks/scale.py --out benchmarks/results  # publish scale.json and scale.md
 
 A train step of an MLP (float32, replicated params, the batch split over a "data" axis of
-every device) with `adam_optax.adamw`, once with its state as optax leaves it (replicated,
-like the params) and once under `adam_optax.shard_state`. For each it reports the state
-bytes one device holds (from the arrays' addressable shards), the compiled step's
-per-device argument bytes (`memory_analysis()`), and the step time: interleaved rounds,
-medians, and the median of the per-round ratios. Every step is blocked on, as the tests
+every device) with `adam_optax.adamw`: its state as optax leaves it (replicated, like the
+params), under `adam_optax.shard_state`, `shard_state` of `adamw8bit`, and under
+`adam_optax.offload_state` alone and around `shard_state`. For each it reports the state
+bytes one device holds (from the arrays' addressable shards, split by memory kind) next to
+the formula's, the compiled step's per-device argument bytes (`memory_analysis()`, with
+the host bytes where the backend splits them out), and the step time: interleaved rounds,
+medians, and the median of the per-round ratios to the unsharded step. The offload
+figures that matter (device memory saved, the cost of the transfers) need a GPU or TPU:
+on CPU, host and device memory are the same RAM. Every step is blocked on, as the tests
 do, so that collectives across CPU devices sharing few cores do not starve.
 
 On CPU it makes its own devices (--devices, default 8). On a GPU or TPU cluster, run one
@@ -69,12 +73,40 @@ def main(argv: list[str] | None = None) -> None:
             x = jax.nn.tanh(x @ layer["w"] + layer["b"])
         return (x**2).mean()
 
+    num_weights = sum(a["w"].size for a in host_params)  # quantized by adamw8bit
+    num_params = sum(a.size for a in jax.tree.leaves(host_params))
+    num_biases = num_params - num_weights  # below min_quantized_size: float32 moments
+    count = 4  # the int32 step count, replicated
+    eight_bit = 2 * (
+        1 + 4 / 256
+    )  # per weight: two moments of uint8 codes + a float32 scale per 256
+    # Each row: the transform, and its state bytes per device from the formula (device
+    # memory, host memory), for Ψ params on n devices.
     variants = {
-        "unsharded": adam_optax.adamw(1e-3),
-        "shard_state": adam_optax.shard_state(adam_optax.adamw(1e-3), mesh),
+        "unsharded": (adam_optax.adamw(1e-3), (8 * num_params + count, 0)),
+        "shard_state": (
+            adam_optax.shard_state(adam_optax.adamw(1e-3), mesh),
+            (8 * num_params / n + count, 0),
+        ),
+        "shard_state(adamw8bit)": (
+            adam_optax.shard_state(adam_optax.adamw8bit(1e-3), mesh),
+            ((eight_bit * num_weights + 8 * num_biases) / n + count, 0),
+        ),
+        # master_weights (issue 19, "Train in 7 bytes per parameter") goes here, as
+        # "shard_state(master_weights(...))": its row's formula is the float32 master copy
+        # plus its moments over n; the table and the timing loop below need nothing else.
+        "offload_state": (
+            adam_optax.offload_state(adam_optax.adamw(1e-3)),
+            (0, 8 * num_params + count),
+        ),
+        "offload_state(shard_state)": (
+            adam_optax.offload_state(adam_optax.shard_state(adam_optax.adamw(1e-3), mesh)),
+            (0, 8 * num_params / n + count),
+        ),
     }
+    device = jax.local_devices()[0]
     runs, rows = {}, {}
-    for name, tx in variants.items():
+    for name, (tx, (formula_device, formula_host)) in variants.items():
         params = jax.tree.map(lambda a: put(a, P()), host_params)
         batch = put(host_batch, P("data"))
         state = tx.init(params)
@@ -84,24 +116,29 @@ def main(argv: list[str] | None = None) -> None:
             return optax.apply_updates(params, updates), state
 
         step = jax.jit(step, donate_argnums=(0, 1))
-        compiled = step.lower(params, state, batch).compile()
-        device = jax.local_devices()[0]
-        state_bytes = sum(
-            s.data.nbytes
-            for leaf in jax.tree.leaves(state)
-            for s in leaf.addressable_shards
-            if s.device == device
-        )
+        memory = step.lower(params, state, batch).compile().memory_analysis()
+        held = {"device": 0, "pinned_host": 0}  # what device 0 holds of the state, by memory
+        for leaf in jax.tree.leaves(state):
+            for shard in leaf.addressable_shards:
+                if shard.device == device:
+                    held[leaf.sharding.memory_kind or "device"] += shard.data.nbytes
         rows[name] = {
-            "state_bytes_per_device": state_bytes,
-            "argument_bytes_per_device": compiled.memory_analysis().argument_size_in_bytes,
+            "state_bytes_per_device": held["device"],
+            "state_host_bytes_per_device": held["pinned_host"],
+            "formula_state_bytes_per_device": round(formula_device),
+            "formula_state_host_bytes_per_device": round(formula_host),
+            "argument_bytes_per_device": memory.argument_size_in_bytes,
+            "host_argument_bytes_per_device": memory.host_argument_size_in_bytes,
+            "temp_bytes_per_device": memory.temp_size_in_bytes,
+            "host_temp_bytes_per_device": memory.host_temp_size_in_bytes,
             "seconds_per_step": [],
         }
         params, state = jax.block_until_ready(step(params, state, batch))  # warm up
         runs[name] = [params, state, batch, step]
 
+    names = list(runs)
     for r in range(args.rounds):
-        for name in list(runs)[r % 2 :] + list(runs)[: r % 2]:  # alternate who goes first
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate who goes first
             params, state, batch, step = runs[name]
             start = time.perf_counter()
             for _ in range(args.steps):
@@ -110,33 +147,42 @@ def main(argv: list[str] | None = None) -> None:
             runs[name][:2] = params, state
 
     times = {name: row.pop("seconds_per_step") for name, row in rows.items()}
-    ratios = [s / u for s, u in zip(times["shard_state"], times["unsharded"], strict=True)]
-    ratio = statistics.median(ratios)
     for name, row in rows.items():
         row["median_ms_per_step"] = 1e3 * statistics.median(times[name])
-    num_params = sum(a.size for a in jax.tree.leaves(host_params))
+        ratios = [t / u for t, u in zip(times[name], times["unsharded"], strict=True)]
+        row["step_time_ratio_over_unsharded"] = statistics.median(ratios)
+    platform = jax.devices()[0].platform
     result = {
         "devices": n,
-        "platform": jax.devices()[0].platform,
+        "platform": platform,
         "params": num_params,
         "jax": jax.__version__,
         "rows": rows,
-        "step_time_ratio_shard_state_over_unsharded": ratio,
         "command": "python benchmarks/scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
+
+    def line(name: str, row: dict) -> str:
+        held = row["state_bytes_per_device"] + row["state_host_bytes_per_device"]
+        formula = row["formula_state_bytes_per_device"] + row["formula_state_host_bytes_per_device"]
+        return (
+            f"| {name} | {held:,} ({formula:,}) | {row['state_host_bytes_per_device']:,} | "
+            f"{row['argument_bytes_per_device']:,} ({row['host_argument_bytes_per_device']:,}) | "
+            f"{row['median_ms_per_step']:.1f} | {row['step_time_ratio_over_unsharded']:.2f} |"
+        )
+
     table = [
-        f"{num_params:,} float32 params, adamw, {n} {result['platform']} devices, "
+        f"{num_params:,} float32 params, adamw, {n} {platform} devices, "
         f"{args.rounds} interleaved rounds of {args.steps} steps (jax {jax.__version__})",
         "",
-        "| state | state bytes per device | argument bytes per device | ms per step |",
-        "|---|---|---|---|",
-        *(
-            f"| {name} | {row['state_bytes_per_device']:,} | "
-            f"{row['argument_bytes_per_device']:,} | {row['median_ms_per_step']:.1f} |"
-            for name, row in rows.items()
-        ),
+        "| state | state bytes per device: measured (formula) | of which in host memory | "
+        "argument bytes per device (host) | ms per step | ÷ unsharded |",
+        "|---|---|---|---|---|---|",
+        *(line(name, row) for name, row in rows.items()),
         "",
-        f"step time, shard_state / unsharded: {ratio:.2f} (median of rounds)",
+        "Step-time ratios are medians of the per-round ratios. On CPU, host and device memory "
+        "are the same RAM: offload's transfers are copies in RAM and memory_analysis() may not "
+        "split host bytes out, so the figures a user of offload_state cares about (device "
+        "bytes saved, step time with the transfers over PCIe) need a GPU or TPU.",
     ]
     if jax.process_index() == 0:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,10 @@ loops (XLA loop fusions) over the parameters in the compiled HLO. An ideal Adam 
 changes, run with ``XLA_FLAGS=--xla_backend_extra_options=xla_cpu_use_multi_output_fusion``.
 """
 
+import argparse
 import os
 import sys
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +27,11 @@ from bench_adam import (
 )
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.parse_args(argv)  # no options: --help, and an unknown option fails, before any work
     case = flat_case(10**6)
     params, grads = make_case_data(case)
     p, g = to_pytree(case, params), to_pytree(case, grads)

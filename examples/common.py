@@ -20,6 +20,10 @@ from tqdm import tqdm
 _ctrl_c_pressed = threading.Event()  # set by Ctrl-C within `exit_cleanly`, read by `batches`
 
 
+PLOT_FORMATS = (".png", ".pdf", ".svg")  # what --plot may write
+STATE_FORMATS = ("float32", "bfloat16", "8bit")  # --state: how AdamW stores mu and nu
+
+
 class UsageError(Exception):
     """Bad input the user can fix: `exit_cleanly` prints it as one line and exits with 2."""
 
@@ -99,6 +103,23 @@ def parse_args(argv: Sequence[str] | None, description: str) -> argparse.Namespa
             raise argparse.ArgumentTypeError(f"cannot write in {path}")
         return path
 
+    def plot_file(path: str) -> str:  # an argparse `type=`: an image file it can write now
+        folder, name = os.path.split(path)
+        stem, suffix = os.path.splitext(name)
+        if not stem or suffix.lower() not in PLOT_FORMATS:
+            raise argparse.ArgumentTypeError(
+                f"must name a {'/'.join(PLOT_FORMATS)} file, got {path}"
+            )
+        writable(folder)
+        existed = os.path.exists(path)
+        try:
+            open(path, "ab").close()  # what savefig will do after training, tried first
+        except OSError as error:
+            raise argparse.ArgumentTypeError(f"cannot write {path} ({error.strerror})") from None
+        if not existed:
+            os.remove(path)
+        return path
+
     positive_int = number(int, "a positive integer", lambda v: v > 0)
     options = (  # option, argparse type, default, help
         ("--data", str, None, "a .npz with x_train, y_train, x_test, y_test, not the digits"),
@@ -107,9 +128,14 @@ def parse_args(argv: Sequence[str] | None, description: str) -> argparse.Namespa
         ("--learning-rate", number(float, "a number > 0", lambda v: v > 0), 2e-3, "at the peak"),
         ("--weight-decay", number(float, "a number >= 0", lambda v: v >= 0), 1e-4, "AdamW's"),
         ("--hidden", positive_int, [256, 256], "widths of the hidden ReLU layers"),
-        ("--seed", int, 0, "seeds the initial parameters and each epoch's shuffle"),
+        (
+            "--seed",
+            number(int, "an integer >= 0", lambda v: v >= 0),
+            0,
+            "seeds the initial parameters and each epoch's shuffle",
+        ),
         ("--checkpoint-dir", writable, None, "save after every epoch; resume from the latest"),
-        ("--plot", lambda p: writable(os.path.dirname(p)) and p, None, "save the curves, a .png"),
+        ("--plot", plot_file, None, "save the curves to this .png (or .pdf, .svg)"),
     )
     parser = argparse.ArgumentParser(description=description)
     parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message}\n")
@@ -118,6 +144,14 @@ def parse_args(argv: Sequence[str] | None, description: str) -> argparse.Namespa
         nargs = "+" if option == "--hidden" else None
         text += " (default: %(default)s)"
         parser.add_argument(option, type=kind, default=default, nargs=nargs, help=text)
+    parser.add_argument(
+        "--state",
+        choices=STATE_FORMATS,
+        default="float32",
+        help="how AdamW stores its moments: float32 (8 bytes per parameter), bfloat16 "
+        "rounded stochastically (4), or 8bit, blockwise quantized (about 2, on leaves of 4096 "
+        "elements or more) (default: %(default)s)",
+    )
     parser.add_argument("--compare-optax", action="store_true", help="train again with optax.adamw")
     # "--learning-rate -1e-3" to "--learning-rate=-1e-3": argparse reads "-1e-3" as an option.
     args = list(sys.argv[1:] if argv is None else argv)
@@ -146,6 +180,13 @@ def batches(config: argparse.Namespace, data: Dataset, epoch: int) -> Iterator[t
         yield data.x_train[batch], data.y_train[batch]
 
 
+def state_bytes_per_param(tx: Any, params: Any) -> float:
+    """The bytes of `tx`'s state (all its leaves) per parameter, from shapes alone."""
+    state = jax.eval_shape(tx.init, params)
+    state_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(state))
+    return state_bytes / sum(leaf.size for leaf in jax.tree.leaves(params))
+
+
 @dataclasses.dataclass
 class History:
     """Training loss and accuracy per step, test loss and accuracy per epoch."""
@@ -155,6 +196,7 @@ class History:
     epoch_end: list[int] = dataclasses.field(default_factory=list)  # steps after each epoch
     test_loss: list[float] = dataclasses.field(default_factory=list)
     test_accuracy: list[float] = dataclasses.field(default_factory=list)
+    state_bytes_per_param: float | None = None  # the optimizer state's (see --state)
 
     def log_step(self, loss: Any, accuracy: Any) -> None:
         self.train_loss.append(float(loss))
@@ -189,14 +231,20 @@ class Checkpoints:
         if self.dir is None or (epoch := self.manager.latest_step()) is None:
             return state, History()
         a, where, now = self.args, f"--checkpoint-dir {self.dir}", self.options
+        save = os.path.join(self.dir, str(epoch))  # orbax writes a save whole, so a part
+        missing = [part for part in ("run", "state") if not os.path.isdir(f"{save}/{part}")]
+        _require(  # missing is another program's save, or one damaged since
+            not missing,
+            f"{where}: the save of epoch {epoch} has no {' or '.join(missing)}; not a save of "
+            f"this example, or a damaged one: remove {save} to resume from the one before",
+        )
         saved = self.manager.restore(epoch, args=a.Composite(run=a.JsonRestore())).run
         changed = [f"{k}={v!r}, now {now[k]!r}" for k, v in saved["options"].items() if v != now[k]]
         _require(not changed, f"{where} holds a run with other options ({'; '.join(changed)})")
-        try:
-            host = jax.device_get(state)  # NumPy: the first step places them, as it does fresh ones
-            state = self.manager.restore(epoch, args=a.Composite(state=a.StandardRestore(host)))
-        except Exception as error:  # orbax raises many types; its message is what helps
-            raise UsageError(f"{where}: cannot restore epoch {epoch} ({error})") from None
+        # The same options give the same structure, so an error from here on is a bug: it
+        # surfaces whole, with its traceback.
+        host = jax.device_get(state)  # NumPy: the first step places them, as it does fresh ones
+        state = self.manager.restore(epoch, args=a.Composite(state=a.StandardRestore(host)))
         tqdm.write(f"resumed from {where} after epoch {epoch}")
         return state.state, History(**saved["history"])
 

@@ -12,8 +12,11 @@ stay replicated. On a GPU or TPU cluster, start one process per host yourself (S
 srun, or each Cloud TPU VM) and call `jax.distributed.initialize()` with no arguments: it
 reads the coordinator, process count and id from the cluster.
 
-If a process dies, the launcher stops the others and exits non-zero with one line saying
-which; a coordinator that never answers ends each worker after --init-timeout seconds.
+Options are checked before any process starts (one line, exit code 2). If a process dies,
+the launcher stops the others and exits with code 1 and one line saying which and why (its
+last log line); a coordinator that never answers ends each worker after --init-timeout
+seconds. Ctrl-C stops them all, with one line and exit code 130. Only the result line goes
+to stdout; everything else the processes write (gloo's lines) goes to their logs.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import math
 import os
 import shutil
 import signal
@@ -29,7 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import common
 import jax
@@ -66,6 +71,9 @@ def global_array(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
     """One array over the whole mesh from `x`, which every process holds in full:
     each process places only the slices its own devices hold."""
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+TRAIN_EXAMPLES = 1437  # in common.load_data()'s digits: what --batch-size may not pass
 
 
 def train(
@@ -107,7 +115,12 @@ def train(
 
 
 def worker(args: argparse.Namespace) -> None:
-    """One process of the run: join the others, then train on the global mesh."""
+    """One process of the run: join the others, then train on the global mesh. Only the
+    result line goes to stdout: what the C++ runtime (gloo's connection lines) and Python
+    write to the process's stdout goes to its stderr, which the launcher logs."""
+    result = os.fdopen(os.dup(1), "w")  # the real stdout, for the result line alone
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=args.coordinator,
@@ -127,7 +140,9 @@ def worker(args: argparse.Namespace) -> None:
         seconds = time.perf_counter() - start
         print(
             f"test_accuracy={accuracy:.4f} loss={losses[-1]:.4f} steps={len(losses)} "
-            f"seconds={seconds:.1f}"
+            f"seconds={seconds:.1f}",
+            file=result,
+            flush=True,
         )
 
 
@@ -173,8 +188,13 @@ def wait_for_all(procs: list[subprocess.Popen], timeout: float, logs: str) -> st
 
 
 def describe_exit(i: int, code: int, logs: str) -> str:
+    """Which process ended how, with the last line of its log: a Python error's own line."""
     how = f"{signal.Signals(-code).name}" if code < 0 else f"code {code}"
-    return f"process {i} exited with {how} (its log: {logs}/process{i}.log)"
+    log = os.path.join(logs, f"process{i}.log")
+    with open(log, errors="replace") as file:
+        lines = [line.strip() for line in file if line.strip()]
+    why = f": {lines[-1]}" if lines else ""
+    return f"process {i} exited with {how}{why} (its log: {log})"
 
 
 def launch(args: argparse.Namespace) -> int:
@@ -195,27 +215,75 @@ def launch(args: argparse.Namespace) -> int:
     return supervise(commands, env, args.timeout)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--devices-per-process", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=64, help="global batch size")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--losses", help="save the loss of every step to this .npy file")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds for the whole run")
-    parser.add_argument("--init-timeout", type=int, default=60, help="seconds to wait for all")
-    parser.add_argument("--heartbeat-timeout", type=int, default=30, help="seconds of silence")
-    parser.add_argument("--coordinator", help=argparse.SUPPRESS)  # set by the launcher
-    parser.add_argument("--process-id", type=int, help=argparse.SUPPRESS)  # set by the launcher
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line, checked whole before any process starts: a bad value ends the run
+    with one line and exit code 2."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message}\n")
+
+    def at_least(low: float, cast: type = int) -> Callable[[str], Any]:
+        def read(text: str) -> Any:  # an argparse `type=`: a number >= low
+            try:
+                value = cast(text)
+            except ValueError:
+                value = None
+            if value is None or not (math.isfinite(value) and value >= low):
+                kind = "an integer" if cast is int else "a number"
+                raise argparse.ArgumentTypeError(f"must be {kind} >= {low:g}, got {text}")
+            return value
+
+        return read
+
+    def npy_file(path: str) -> str:  # an argparse `type=`: a .npy file it can write now
+        if not path.endswith(".npy") or os.path.basename(path) == ".npy":
+            raise argparse.ArgumentTypeError(f"must name a .npy file, got {path}")
+        existed = os.path.exists(path)
+        try:
+            open(path, "ab").close()  # what np.save will do after training, tried first
+        except OSError as error:
+            raise argparse.ArgumentTypeError(f"cannot write {path} ({error.strerror})") from None
+        if not existed:
+            os.remove(path)
+        return path
+
+    add = parser.add_argument
+    add("--processes", type=at_least(1), default=2, help="processes on this machine")
+    add("--devices-per-process", type=at_least(1), default=2, help="CPU devices of each")
+    add("--steps", type=at_least(1), default=200, help="AdamW steps")
+    add("--batch-size", type=at_least(1), default=64, help="global batch size")
+    add("--seed", type=at_least(0), default=0, help="seeds the params and the shuffles")
+    add("--losses", type=npy_file, help="save the loss of every step to this .npy file")
+    add("--timeout", type=at_least(1e-3, float), default=600, help="seconds for the whole run")
+    add("--init-timeout", type=at_least(1), default=60, help="seconds to wait for all")
+    add("--heartbeat-timeout", type=at_least(1), default=30, help="seconds of silence")
+    add("--coordinator", help=argparse.SUPPRESS)  # set by the launcher
+    add("--process-id", type=int, help=argparse.SUPPRESS)  # set by the launcher
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the workers get the same
-    if args.batch_size % (args.processes * args.devices_per_process):
-        parser.error("--batch-size must be a multiple of --processes x --devices-per-process")
-    if args.coordinator is None:
+    devices = args.processes * args.devices_per_process
+    if args.batch_size % devices:
+        parser.error(
+            f"--batch-size {args.batch_size} must be a multiple of --processes x "
+            f"--devices-per-process = {devices}"
+        )
+    if args.batch_size > TRAIN_EXAMPLES:
+        parser.error(f"--batch-size {args.batch_size}: over the {TRAIN_EXAMPLES} examples")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.coordinator is not None:  # a worker
+        worker(args)
+        return 0
+    try:
         return launch(args)
-    worker(args)
-    return 0
+    except KeyboardInterrupt:  # supervise has stopped the workers
+        sys.stderr.write("data_parallel.py: interrupted; the same command starts over\n")
+        return 130
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python examples/flax_linen_mlp.py                                        # 8x8 digits
     python examples/flax_linen_mlp.py --data mnist.npz --hidden 1000 1000    # the paper's MLP
+    python examples/flax_linen_mlp.py --state 8bit                           # moments in 8 bits
 
 Top to bottom: the data, the model, the optimizer, a jitted train step that returns the
 next TrainState in the buffers of the last, an eval step, the training loop and the
@@ -17,6 +18,7 @@ from typing import Any
 import common
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
@@ -50,7 +52,16 @@ def create_optimizer(config: argparse.Namespace, total_steps: int) -> optax.Grad
         warmup_steps=total_steps // 10,
         decay_steps=total_steps,
     )
-    adamw = adam_optax.adamw(schedule, weight_decay=config.weight_decay)
+    decay = config.weight_decay
+    if config.state == "float32":  # --state: how AdamW stores its moments mu and nu
+        adamw = adam_optax.adamw(schedule, weight_decay=decay)
+    elif config.state == "bfloat16":  # half the bytes; stochastic rounding keeps them unbiased
+        bf16 = {"mu_dtype": jnp.bfloat16, "nu_dtype": jnp.bfloat16}
+        adamw = adam_optax.adamw(
+            schedule, weight_decay=decay, **bf16, stochastic_rounding=True, seed=config.seed
+        )
+    else:  # "8bit": a quarter, on the leaves of 4096 elements or more
+        adamw = adam_optax.adamw8bit(schedule, weight_decay=decay)
     if config.optimizer == "optax.adamw":  # --compare-optax: the same run with optax's own
         adamw = optax.adamw(schedule, weight_decay=config.weight_decay)
     return optax.chain(optax.clip_by_global_norm(1.0), adamw)
@@ -97,9 +108,11 @@ def train_and_evaluate(
         params = model.init(jax.random.key(config.seed), data.x_train[:1])["params"]
     tx = create_optimizer(config, config.epochs * steps_per_epoch)
     state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+    state_bytes = common.state_bytes_per_param(tx, params)
 
     checkpoints = common.Checkpoints(config)  # with --checkpoint-dir
     state, history = checkpoints.restore(state)  # a TrainState is a pytree of arrays
+    history.state_bytes_per_param = state_bytes
     print(f"{config.optimizer}: {config.epochs} epochs of {steps_per_epoch} steps", flush=True)
     for epoch in range(len(history.epoch_end), config.epochs):
         for x, y in common.batches(config, data, epoch):  # stops here on Ctrl-C
@@ -129,7 +142,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, common.History]:
             common.plot(histories, config.plot)
     history = histories[config.optimizer]
     print(
-        f"test_accuracy={history.test_accuracy[-1]:.4f} loss={history.test_loss[-1]:.4f} "
+        f"test_accuracy={history.test_accuracy[-1]:.4f} state={config.state} "
+        f"state_bytes_per_param={history.state_bytes_per_param:.2f} "
+        f"loss={history.test_loss[-1]:.4f} "
         f"steps={len(history.train_loss)} seconds={seconds:.1f}"
     )
     return histories

@@ -2,6 +2,7 @@
 
     python examples/flax_mlp.py                                        # 8x8 digits
     python examples/flax_mlp.py --data mnist.npz --hidden 1000 1000    # the Adam paper's MLP
+    python examples/flax_mlp.py --state bfloat16                       # moments in 2 bytes each
 
 Top to bottom: the data, the model, the optimizer, a jitted train step that updates the
 model and the optimizer in place, an eval step, the training loop and the command line.
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 
 import common
 import jax
+import jax.numpy as jnp
 import optax
 from flax import nnx
 
@@ -49,7 +51,16 @@ def create_optimizer(config: argparse.Namespace, total_steps: int) -> optax.Grad
         warmup_steps=total_steps // 10,
         decay_steps=total_steps,
     )
-    adamw = adam_optax.adamw(schedule, weight_decay=config.weight_decay)
+    decay = config.weight_decay
+    if config.state == "float32":  # --state: how AdamW stores its moments mu and nu
+        adamw = adam_optax.adamw(schedule, weight_decay=decay)
+    elif config.state == "bfloat16":  # half the bytes; stochastic rounding keeps them unbiased
+        bf16 = {"mu_dtype": jnp.bfloat16, "nu_dtype": jnp.bfloat16}
+        adamw = adam_optax.adamw(
+            schedule, weight_decay=decay, **bf16, stochastic_rounding=True, seed=config.seed
+        )
+    else:  # "8bit": a quarter, on the leaves of 4096 elements or more
+        adamw = adam_optax.adamw8bit(schedule, weight_decay=decay)
     if config.optimizer == "optax.adamw":  # --compare-optax: the same run with optax's own
         adamw = optax.adamw(schedule, weight_decay=config.weight_decay)
     return optax.chain(optax.clip_by_global_norm(1.0), adamw)
@@ -92,6 +103,7 @@ def train_and_evaluate(
     model = MLP([data.num_features, *config.hidden, data.num_classes], rngs=nnx.Rngs(config.seed))
     tx = create_optimizer(config, config.epochs * steps_per_epoch)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    state_bytes = common.state_bytes_per_param(tx, nnx.state(model, nnx.Param))
 
     def state() -> dict[str, nnx.State]:  # what a checkpoint holds, besides the history
         return {"params": nnx.state(model, nnx.Param), "optimizer": nnx.state(optimizer)}
@@ -100,6 +112,7 @@ def train_and_evaluate(
     restored, history = checkpoints.restore(state())
     nnx.update(model, restored["params"])
     nnx.update(optimizer, restored["optimizer"])  # its step count, mu and nu
+    history.state_bytes_per_param = state_bytes
     print(f"{config.optimizer}: {config.epochs} epochs of {steps_per_epoch} steps", flush=True)
     for epoch in range(len(history.epoch_end), config.epochs):
         for x, y in common.batches(config, data, epoch):  # stops here on Ctrl-C
@@ -129,7 +142,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, common.History]:
             common.plot(histories, config.plot)
     history = histories[config.optimizer]
     print(
-        f"test_accuracy={history.test_accuracy[-1]:.4f} loss={history.test_loss[-1]:.4f} "
+        f"test_accuracy={history.test_accuracy[-1]:.4f} state={config.state} "
+        f"state_bytes_per_param={history.state_bytes_per_param:.2f} "
+        f"loss={history.test_loss[-1]:.4f} "
         f"steps={len(history.train_loss)} seconds={seconds:.1f}"
     )
     return histories

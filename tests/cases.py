@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
+import optax
 
 
 class Config(NamedTuple):
@@ -137,6 +138,13 @@ class ErrorCase(NamedTuple):
 
 
 ERRORS = [
+    ErrorCase(
+        "master_weights_correction_bits",
+        "master_weights",
+        {"tx": optax.sgd(0.1), "correction_bits": 12},
+        ValueError,
+        r"correction_bits must be 8 or 16, got 12\. 8 stores an int8 correction",
+    ),
     ErrorCase(
         "b1_one",
         "adam",

@@ -6,6 +6,7 @@ the other tests.
 No timing is asserted: the machines are shared and noisy.
 """
 
+import importlib
 import importlib.util
 import json
 import subprocess
@@ -101,3 +102,33 @@ def test_donation_study_aliases_what_it_donates(benchmarks: None, tmp_path: Path
         assert aliased[optimizer, "params+state"] == pytest.approx(3 * FLAT_1E5_MB, abs=1e-3)
         assert aliased[optimizer, "state only"] == pytest.approx(2 * FLAT_1E5_MB, abs=1e-3)
         assert aliased[optimizer, "none"] == 0
+
+
+SCRIPTS = sorted(p.stem for p in BENCHMARKS.glob("*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_prints_usage_and_runs_nothing(
+    script: str, benchmarks: None, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """`step_bytes.py --help` once ran the benchmark: every script parses its options first."""
+    module = importlib.import_module(script)
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--help"])
+    with pytest.raises(SystemExit) as exited:
+        module.main()
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: {script}.py")
+
+
+def test_memory_lets_a_library_error_surface(
+    benchmarks: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure to build a state choice is a bug to see, not a row marked unavailable."""
+    import memory
+
+    def broken(*args, **kwargs):
+        raise TypeError("adam8bit() got an unexpected keyword argument")
+
+    monkeypatch.setattr(adam_optax, "adam8bit", broken)
+    with pytest.raises(TypeError, match="adam8bit"):
+        memory.optimizers()

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 from jax.sharding import Mesh
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -39,7 +42,8 @@ def test_two_processes_train_as_one_does(tmp_path):
         finally:
             run.kill()
     assert run.returncode == 0, stderr[-2000:]
-    assert SUMMARY.match(stdout.splitlines()[-1]), stdout
+    assert SUMMARY.match(stdout), stdout  # and nothing else: gloo's lines go to the logs
+    assert stdout.count("\n") == 1, stdout
     np.testing.assert_allclose(np.load(losses), expected, rtol=1e-5)
 
 
@@ -58,3 +62,86 @@ def test_a_run_past_its_time_is_stopped(capsys):
     commands = [[sys.executable, "-c", "import time; time.sleep(60)"]]
     assert data_parallel.supervise(commands, dict(os.environ), timeout=0.5) == 1
     assert "data_parallel: no result after 0.5 s" in capsys.readouterr().err
+
+
+def test_a_failing_process_says_why_in_the_same_line(capsys):
+    """The worker's own error line (a traceback's last) reaches the launcher's stderr."""
+    fail = "import sys; print('starting', flush=True); sys.exit('ValueError: no such batch')"
+    commands = [[sys.executable, "-c", fail]]
+    assert data_parallel.supervise(commands, dict(os.environ), timeout=60) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    expected = r"data_parallel: process 0 exited with code 1: ValueError: no such batch \(its "
+    assert re.match(expected + r"log: \S+process0\.log\); stopped the other processes$", err), err
+
+
+BAD_OPTIONS = [  # (command line, message); each once failed late, with a traceback or no word
+    ("--processes 0", r"argument --processes: must be an integer >= 1, got 0"),
+    ("--processes -1", r"argument --processes: must be an integer >= 1, got -1"),
+    ("--devices-per-process 0", r"argument --devices-per-process: must be an integer >= 1"),
+    ("--steps 0", r"argument --steps: must be an integer >= 1, got 0"),
+    ("--batch-size 0", r"argument --batch-size: must be an integer >= 1, got 0"),
+    ("--batch-size 2000", r"--batch-size 2000: over the 1437 examples"),
+    ("--batch-size 6", r"--batch-size 6 must be a multiple of .* = 4"),
+    ("--seed -1", r"argument --seed: must be an integer >= 0, got -1"),
+    ("--losses /proc/x.npy", r"argument --losses: cannot write /proc/x\.npy \(\w"),
+    ("--losses {tmp}/out.txt", r"argument --losses: must name a \.npy file"),
+    ("--losses {tmp}/absent/out.npy", r"argument --losses: cannot write \S+/out\.npy \(\w"),
+    ("--timeout nan", r"argument --timeout: must be a number >= 0\.001, got nan"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_OPTIONS, ids=[c[0] for c in BAD_OPTIONS])
+def test_bad_options_exit_2_with_one_line_before_any_process(
+    argv, message, tmp_path, monkeypatch, capsys
+):
+    def launch(args):
+        raise AssertionError("started the processes")
+
+    monkeypatch.setattr(data_parallel, "launch", launch)
+    with pytest.raises(SystemExit) as exited:
+        data_parallel.main(argv.format(tmp=tmp_path).split())
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert re.match(r"\S+: error: " + message, err), err
+    assert list(tmp_path.iterdir()) == []  # the --losses check leaves no file
+
+
+def test_the_batch_size_bound_is_the_digits_training_set():
+    assert len(common.load_data().x_train) == data_parallel.TRAIN_EXAMPLES
+
+
+def test_help_gives_every_default(capsys):
+    with pytest.raises(SystemExit) as exited:
+        data_parallel.main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("processes", "devices-per-process", "steps", "batch-size", "seed", "timeout"):
+        assert re.search(rf"--{option} \S+\s+[^\n]*\(default: \d+\)", out), option
+
+
+def test_ctrl_c_stops_the_processes_and_exits_130_with_one_line(tmp_path, monkeypatch, capsys):
+    pid_file = tmp_path / "pid"
+    sleeper = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
+    sleeper += "time.sleep(60)"
+
+    def launch(args):
+        commands = [[sys.executable, "-c", sleeper]]
+        return data_parallel.supervise(commands, dict(os.environ), timeout=60)
+
+    def press_ctrl_c():
+        for _ in range(300):  # once the process has started
+            if pid_file.exists() and pid_file.read_text():
+                break
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(data_parallel, "launch", launch)
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    assert data_parallel.main([]) == 130
+    assert (
+        capsys.readouterr().err == "data_parallel.py: interrupted; the same command starts over\n"
+    )
+    with pytest.raises(ProcessLookupError):  # stopped and reaped
+        os.kill(int(pid_file.read_text()), 0)

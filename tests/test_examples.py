@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +35,10 @@ import flax_mlp  # noqa: E402
 
 TINY_ARGS = ["--epochs", "2", "--hidden", "32", "--learning-rate", "1e-2"]
 TINY = common.parse_args(TINY_ARGS, "")
-SUMMARY = re.compile(r"^test_accuracy=0\.\d{4} loss=\d+\.\d{4} steps=\d+ seconds=\d+\.\d$")
+SUMMARY = re.compile(
+    r"^test_accuracy=0\.\d{4} state=(float32|bfloat16|8bit) state_bytes_per_param=\d+\.\d\d "
+    r"loss=\d+\.\d{4} steps=\d+ seconds=\d+\.\d$"
+)
 
 
 def nnx_params(model: flax_mlp.MLP) -> dict:
@@ -72,7 +76,7 @@ def one_per(make):
 
     def key(arg):
         if isinstance(arg, argparse.Namespace):
-            return (arg.learning_rate, arg.weight_decay, arg.optimizer)
+            return (arg.learning_rate, arg.weight_decay, arg.optimizer, arg.state)
         return tuple(arg) if isinstance(arg, list) else arg
 
     def cached(*args):
@@ -314,6 +318,13 @@ BAD_INPUTS = [
     ("unwritable_ckpt", ["--checkpoint-dir", "{tmp}/file/ckpt"], r"cannot write in \S+file/c"),
     ("unwritable_plot", ["--plot", "{tmp}/file/p.png"], r"--plot: cannot write in \S+/file$"),
     ("unknown_option", ["--learning_rate", "1e-3"], r"unrecognized arguments: --learning_r"),
+    ("negative_seed", ["--seed", "-1"], r"--seed: must be an integer >= 0, got -1$"),
+    ("plot_a_folder", ["--plot", "{tmp}/"], r"--plot: must name a \.png/\.pdf/\.svg file, got"),
+    ("plot_no_name", ["--plot", "{tmp}/.png"], r"--plot: must name a \.png/\.pdf/\.svg file"),
+    ("plot_as_text", ["--plot", "{tmp}/out.txt"], r"--plot: must name a \.png/\.pdf/\.svg fil"),
+    ("plot_in_proc", ["--plot", "/proc/x.png"], r"--plot: cannot write /proc/x\.png \(\w"),
+    ("plot_on_a_dir", ["--plot", "{tmp}/dir.png/"], r"--plot: must name a \.png/\.pdf/\.svg"),
+    ("unknown_state", ["--state", "int4"], r"argument --state: invalid choice: 'int4'"),
 ]
 
 
@@ -342,3 +353,131 @@ def test_the_train_steps_donate_their_state(runs):
     for api, arrays in (("nnx", 4 + 2 * 4 + 2 + 1), ("linen", 4 + 2 * 4 + 2)):
         assert len(runs["donated"][api]) == arrays, api
         assert all(array.is_deleted() for array in runs["donated"][api]), api
+
+
+def test_a_plot_in_the_current_folder_keeps_its_name(tmp_path, monkeypatch):
+    """`--plot curves.png` once saved `./.png`: its empty folder made the check return ""."""
+    monkeypatch.chdir(tmp_path)
+    assert common.parse_args(["--plot", "curves.png"], "").plot == "curves.png"
+    assert common.parse_args(["--plot", "sub/c.svg"], "").plot == "sub/c.svg"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]  # tried, and left no file
+
+
+def test_bad_input_fails_before_the_data_loads(monkeypatch, capsys):
+    """Every option is checked up front: a bad one never reaches the (slow) work."""
+
+    def load_data(path):
+        raise AssertionError("loaded the data before checking the options")
+
+    monkeypatch.setattr(common, "load_data", load_data)
+    for argv in (["--seed", "-1"], ["--plot", "out.txt"], ["--state", "4bit"]):
+        with pytest.raises(SystemExit) as exited:
+            flax_mlp.main(argv)
+        assert exited.value.code == 2, argv
+    assert "loaded the data" not in capsys.readouterr().err
+
+
+COUNTS = 2 * 4  # AdamW's and the warmup-cosine schedule's int32 step counts
+
+
+def moment_bytes(hidden: int, quantized_from: int = 2**62) -> tuple[int, int]:
+    """By hand, for the digits MLP 64-hidden-10 with biases: the bytes of AdamW's two
+    moments, 4 bytes per parameter each, or, for a kernel of >= quantized_from elements, 1
+    byte each plus one float32 scale per row (a row of <= 256 is one block); and the number
+    of parameters."""
+    kernels, biases = [64 * hidden, hidden * 10], [hidden, 10]
+    state = 8 * sum(biases)
+    for size, rows in zip(kernels, (64, hidden), strict=True):
+        state += 2 * (size + 4 * rows) if size >= quantized_from else 8 * size
+    return state, sum(kernels) + sum(biases)
+
+
+def test_the_state_option_runs_and_reports_its_bytes(runs, capsys):
+    """--state bfloat16 trains (close to, but not as, the float32 run of the fixture) and
+    the final line gives the state's bytes per parameter, counted by hand."""
+    history = flax_mlp.main([*TINY_ARGS, "--state", "bfloat16"])["adam_optax.adamw"]
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert SUMMARY.match(line), line
+    float32 = runs["nnx"][1]
+    assert history.train_loss != float32.train_loss
+    np.testing.assert_allclose(history.train_loss, float32.train_loss, rtol=0.05)
+    assert history.test_accuracy[-1] > 0.5
+    state_bytes, params = moment_bytes(32)
+    expected = (state_bytes / 2 + COUNTS) / params  # every moment in 2 bytes, none quantized
+    assert history.state_bytes_per_param == pytest.approx(expected, rel=1e-6)
+    assert f" state=bfloat16 state_bytes_per_param={expected:.2f} " in line
+
+
+@pytest.mark.parametrize(("state", "hidden"), [("float32", 32), ("8bit", 64), ("8bit", 256)])
+def test_the_state_option_picks_the_moments_format(state, hidden):
+    """From shapes alone (a run of each format would compile one more train step)."""
+    config = common.parse_args([*TINY_ARGS, "--hidden", str(hidden), "--state", state], "")
+    model = flax_linen_mlp.MLP(config.hidden, 10)
+    params = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 64), np.float32))
+    tx = flax_linen_mlp.create_optimizer(config, 100)
+    state_bytes, params_count = moment_bytes(hidden, 4096 if state == "8bit" else 2**62)
+    expected = (state_bytes + COUNTS) / params_count
+    assert common.state_bytes_per_param(tx, params["params"]) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.fixture
+def a_save(tmp_path) -> tuple[argparse.Namespace, dict]:
+    """A --checkpoint-dir holding one save of a small state, as the examples write it."""
+    config = common.parse_args(["--checkpoint-dir", str(tmp_path)], "")
+    state = {"w": np.ones((3, 4), np.float32), "b": np.zeros(4, np.float32)}
+    common.Checkpoints(config).save(state, common.History(epoch_end=[1]))
+    return config, state
+
+
+@pytest.mark.parametrize("part", ["state", "run"])
+def test_a_damaged_save_is_named_in_one_line(part, a_save, tmp_path):
+    config, state = a_save
+    shutil.rmtree(tmp_path / "1" / part)
+    with pytest.raises(common.UsageError, match=rf"epoch 1 has no {part}; .*remove \S+/1 to"):
+        common.Checkpoints(config).restore(state)
+
+
+def test_an_error_restoring_a_sound_save_surfaces_whole(a_save, monkeypatch):
+    """Restore once turned every exception into a usage error, hiding orbax's and ours."""
+    config, state = a_save
+    checkpoints = common.Checkpoints(config)
+    restore = checkpoints.manager.restore
+
+    def failing(step, args):
+        if "state" in args:
+            raise RuntimeError("a bug in the library")
+        return restore(step, args=args)
+
+    monkeypatch.setattr(checkpoints.manager, "restore", failing)
+    with pytest.raises(RuntimeError, match="a bug in the library"):
+        checkpoints.restore(state)
+    restored, history = common.Checkpoints(config).restore(state)  # and a sound one restores
+    chex.assert_trees_all_equal(restored, state)
+    assert history.epoch_end == [1]
+
+
+# bfloat16_byte_lm.py: the 7-byte set-up (master_weights(adamw8bit)) on a byte-level
+# transformer over the standard library's source, run tiny.
+BYTE_LM_TINY = ["--megabytes", "0.01", "--width", "32", "--layers", "1", "--heads", "2"]
+BYTE_LM_TINY += ["--context", "32", "--batch-size", "8", "--learning-rate", "1e-2"]
+
+
+def test_bfloat16_byte_lm_learns_in_bfloat16_with_a_small_state(capsys):
+    import bfloat16_byte_lm
+
+    runs = bfloat16_byte_lm.main(BYTE_LM_TINY)
+    history, per_param = runs["bfloat16"]
+    assert history.test_loss[-1] < np.log(256) - 1  # far below a uniform guess over bytes
+    assert 7.0 < per_param < 16.0  # tiny leaves keep float32 moments; large ones 8 bits
+    out = capsys.readouterr().out
+    assert re.search(r"^bfloat16: validation_loss=\d+\.\d{4} bytes_per_param=\d+\.\d\d", out, re.M)
+
+
+def test_bfloat16_byte_lm_bad_input_exits_2_with_one_line(capsys):
+    import bfloat16_byte_lm
+
+    with pytest.raises(SystemExit) as exited:
+        bfloat16_byte_lm.main([*BYTE_LM_TINY, "--heads", "3"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"\S+: error: --width 32 must be a multiple of --heads 3\n", err), err

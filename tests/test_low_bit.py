@@ -102,7 +102,10 @@ def test_small_leaves_stay_float32_and_big_ones_are_8bit():
         "scalar": jnp.ones(()),
     }
     state = adam_optax.adam8bit(1e-3, block_size=32).init(params)[0]
-    for moments, signed in ((state.mu, True), (state.nu, False)):
+    for stored, signed in ((state.mu, True), (state.nu, False)):
+        assert isinstance(stored, adam_optax.QuantizedTree) and stored.signed is signed
+        assert stored.scales["small"] == optax.MaskedNode()  # no blocks, no bytes
+        moments = stored.per_leaf()
         big = moments["big"]
         assert isinstance(big, adam_optax.QuantizedArray)
         assert big.codes.shape == (64, 80) and big.codes.dtype == jnp.uint8
@@ -112,7 +115,7 @@ def test_small_leaves_stay_float32_and_big_ones_are_8bit():
         for name in ("small", "scalar"):
             assert moments[name].dtype == jnp.float32, name
             assert moments[name].shape == params[name].shape
-        np.testing.assert_array_equal(adam_optax.dequantize(moments)["big"], np.zeros((64, 80)))
+        np.testing.assert_array_equal(adam_optax.dequantize(stored)["big"], np.zeros((64, 80)))
     assert state.count.dtype == jnp.int32
     leaves = jax.tree.leaves(state)
     state_bytes = sum(x.nbytes for x in leaves if x.ndim) - 2 * 4 * (63 * 64 + 1)
@@ -211,7 +214,7 @@ def test_8bit_trajectory_stays_close_to_float64_adam():
         thetas.append(reference.trajectory(theta0, grads, lr)[-1])
     as_f32 = [jnp.asarray(g, jnp.float32) for g in grads]
     history, state = _run(adam_optax.adam8bit(lr, min_quantized_size=0), jnp.zeros(shape), as_f32)
-    assert isinstance(state[0].nu, adam_optax.QuantizedArray)
+    assert isinstance(state[0].nu.per_leaf(), adam_optax.QuantizedArray)
     got = np.asarray(history[-1])
     deviation = np.abs(got - thetas[-1])
     assert deviation.mean() <= 0.02 * lr * steps, deviation.mean()
@@ -243,7 +246,7 @@ def test_orbax_round_trip_is_bit_exact_and_resumes_identically(tmp_path):
     checkpointer.wait_until_finished()
     restored = checkpointer.restore(tmp_path / "state", jax.eval_shape(lambda: state))
     assert jax.tree.structure(restored) == jax.tree.structure(state)
-    assert isinstance(restored.nu_max["w"], adam_optax.QuantizedArray)
+    assert isinstance(restored.nu_max.per_leaf()["w"], adam_optax.QuantizedArray)
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -399,7 +402,10 @@ def test_8bit_composes_like_adam(name):
         grads[2] = {**grads[2], "b": grads[2]["b"].at[0].set(jnp.nan)}
     ours, state = _run(WRAPPERS[name](adam_optax.adam8bit), params, grads)
     quantized = [
-        x for x in jax.tree.leaves(state, is_leaf=storage.is_quantized) if storage.is_quantized(x)
+        leaf
+        for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, adam_optax.QuantizedTree))
+        for leaf in jax.tree.leaves(storage.per_leaf(x), is_leaf=storage.is_quantized)
+        if storage.is_quantized(leaf)
     ]
     assert len(quantized) == 2  # mu and nu of "w"
     for a in ours:
@@ -426,4 +432,4 @@ def test_traced_block_size_at_init_says_to_make_it_static():
         adam_optax.adam8bit, static_args=("block_size", "min_quantized_size")
     )(learning_rate=1e-2)
     state = jax.jit(tx.init)({"w": jnp.ones((64, 64))})
-    assert state.inner_state[0].mu["w"].codes.dtype == jnp.uint8
+    assert state.inner_state[0].mu.codes["w"].dtype == jnp.uint8

@@ -1,0 +1,255 @@
+"""Train a byte-level transformer in 7 bytes per parameter: bfloat16 params and gradients,
+8-bit AdamW moments, and an int8 correction that makes each weight a 16-bit master.
+
+    python examples/bfloat16_byte_lm.py                       # about 2 minutes on 2 cores
+    python examples/bfloat16_byte_lm.py --compare-float32     # then again in float32
+
+The text is the Python standard library's own source, read from this Python's install
+(nothing is downloaded): files in sorted order, every tenth one held out for validation.
+Top to bottom: the data, the model (Flax NNX), the optimizer, a jitted train step on the
+model's params as a pytree, an eval step, the training loop and the command line.
+common.py holds the batching, checkpoints and the clean exits shared with the other examples.
+"""
+
+import argparse
+import functools
+import os
+import sys
+import sysconfig
+import time
+from collections.abc import Sequence
+
+import common
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import adam_optax
+
+
+# 1. The data: the standard library's .py files as bytes, cut into windows of context + 1.
+def load_data(config: argparse.Namespace) -> common.Dataset:
+    """Up to --megabytes of the standard library's source. x is a window of `context` bytes,
+    y the same window shifted by one (the next byte at each position)."""
+    root = sysconfig.get_paths()["stdlib"]
+    files = sorted(
+        os.path.join(d, f)
+        for d, dirs, names in os.walk(root)
+        if "site-packages" not in d and "test" not in os.path.relpath(d, root).split(os.sep)
+        for f in names
+        if f.endswith(".py")
+    )
+    common._require(len(files) >= 20, f"only {len(files)} .py files under {root}")
+    train, valid, budget = [], [], int(config.megabytes * 2**20)
+    for i, path in enumerate(files):
+        with open(path, "rb") as f:
+            (valid if i % 10 == 9 else train).append(f.read())
+        if sum(map(len, train)) >= budget:
+            break
+    if not valid:  # a budget smaller than the first nine files
+        valid.append(train.pop())
+
+    def windows(parts: list[bytes]) -> np.ndarray:
+        text = np.frombuffer(b"\n".join(parts), np.uint8)
+        n = (len(text) - 1) // config.context
+        common._require(
+            n > 0, f"--context {config.context}: longer than the text; raise --megabytes"
+        )
+        return np.stack(
+            [text[i * config.context : i * config.context + config.context + 1] for i in range(n)]
+        ).astype(np.int32)
+
+    tr, va = windows(train), windows(valid)
+    va = va[: max(1, len(va) // 4)]  # a quarter is enough for a steady estimate, and quick
+    return common.Dataset(tr[:, :-1], tr[:, 1:], va[:, :-1], va[:, 1:], config.context, 256)
+
+
+# 2. The model: a small decoder-only transformer over bytes.
+class Block(nnx.Module):
+    def __init__(self, width: int, heads: int, param_dtype, *, rngs: nnx.Rngs):
+        kw = {"param_dtype": param_dtype, "dtype": jnp.float32, "rngs": rngs}
+        self.norm1, self.norm2 = nnx.LayerNorm(width, **kw), nnx.LayerNorm(width, **kw)
+        self.attention = nnx.MultiHeadAttention(heads, width, decode=False, **kw)
+        self.up, self.down = nnx.Linear(width, 4 * width, **kw), nnx.Linear(4 * width, width, **kw)
+
+    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        x = x + self.attention(self.norm1(x), mask=mask)
+        return x + self.down(nnx.gelu(self.up(self.norm2(x))))
+
+
+class ByteTransformer(nnx.Module):
+    """Byte embeddings plus learned positions, `layers` pre-norm blocks, tied output. The
+    params are `param_dtype`; the arithmetic is float32 (XLA:CPU emulates bfloat16 dots)."""
+
+    def __init__(self, config: argparse.Namespace, param_dtype, *, rngs: nnx.Rngs):
+        w = config.width
+        self.embed = nnx.Embed(256, w, param_dtype=param_dtype, dtype=jnp.float32, rngs=rngs)
+        init = nnx.initializers.normal(0.02)
+        self.position = nnx.Param(init(rngs.params(), (config.context, w), param_dtype))
+        self.blocks = nnx.List(
+            [Block(w, config.heads, param_dtype, rngs=rngs) for _ in range(config.layers)]
+        )
+        self.norm = nnx.LayerNorm(w, param_dtype=param_dtype, dtype=jnp.float32, rngs=rngs)
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        x = self.embed(tokens) + self.position[...].astype(jnp.float32)[: tokens.shape[1]]
+        mask = nnx.make_causal_mask(tokens)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.embed.attend(self.norm(x))  # logits over the 256 bytes
+
+
+# 3. The optimizer: the 7-byte set-up, or float32 AdamW with --compare-float32.
+def create_optimizer(config: argparse.Namespace, total_steps: int) -> optax.GradientTransformation:
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, config.learning_rate, max(1, total_steps // 10), total_steps
+    )
+    if config.precision == "float32":
+        adamw = adam_optax.adamw(schedule, b2=0.99, weight_decay=config.weight_decay)
+        return optax.chain(optax.clip_by_global_norm(1.0), adamw)
+    adamw = adam_optax.adamw8bit(schedule, b2=0.99, weight_decay=config.weight_decay)
+    return adam_optax.master_weights(optax.chain(optax.clip_by_global_norm(1.0), adamw))
+
+
+# 4. The train and eval steps, on the params as a pytree (nnx.split) and optax's state.
+def loss_and_accuracy(logits: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return loss, (logits.argmax(-1) == y).mean()
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2, 3))
+def train_step(graphdef, tx, params, opt_state, x, y):
+    """One step; returns the new params and state, and the batch's loss and accuracy."""
+
+    def loss_fn(params):
+        return loss_and_accuracy(nnx.merge(graphdef, params)(x), y)
+
+    (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)  # grads: the params' dtype
+    return optax.apply_updates(params, updates), opt_state, loss, accuracy
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def eval_step(graphdef, params, x, y):
+    return loss_and_accuracy(nnx.merge(graphdef, params)(x), y)
+
+
+def evaluate(graphdef, params, data: common.Dataset, batch_size: int = 64):
+    """Mean loss and accuracy over the validation windows, in full batches of up to 64."""
+    batch_size = min(batch_size, len(data.x_test))
+    batches = len(data.x_test) // batch_size
+    sums = np.zeros(2)
+    for i in range(batches):
+        s = slice(i * batch_size, (i + 1) * batch_size)
+        sums += np.asarray(eval_step(graphdef, params, data.x_test[s], data.y_test[s]))
+    return sums / batches
+
+
+def bytes_per_parameter(params, opt_state) -> float:
+    """Held across steps: the params, gradients of the params' dtypes, and the state."""
+    nbytes = lambda tree: sum(x.nbytes for x in jax.tree.leaves(tree))  # noqa: E731
+    return (2 * nbytes(params) + nbytes(opt_state)) / sum(x.size for x in jax.tree.leaves(params))
+
+
+# 5. The training loop.
+def train_and_evaluate(config: argparse.Namespace, data: common.Dataset):
+    """Trains config.epochs epochs, validating after each; resumes from --checkpoint-dir."""
+    dtype = jnp.float32 if config.precision == "float32" else jnp.bfloat16
+    model = ByteTransformer(config, dtype, rngs=nnx.Rngs(config.seed))
+    graphdef, params = nnx.split(model, nnx.Param)
+    steps = common.steps_per_epoch(config, data)
+    tx = create_optimizer(config, config.epochs * steps)
+    state = {"params": params, "opt_state": tx.init(params)}
+    saved = {k: v for k, v in vars(config).items() if k != "compare_float32"}
+    checkpoints = common.Checkpoints(argparse.Namespace(**saved))
+    state, history = checkpoints.restore(state)
+    params, opt_state = state["params"], state["opt_state"]
+    per_param = bytes_per_parameter(params, opt_state)
+    n = sum(x.size for x in jax.tree.leaves(params))
+    print(
+        f"{config.precision}: {n:,} params, {per_param:.2f} bytes/param "
+        f"(params + grads + optimizer state), {config.epochs} epochs of {steps} steps",
+        flush=True,
+    )
+    for epoch in range(len(history.epoch_end), config.epochs):
+        for x, y in common.batches(config, data, epoch):  # stops here on Ctrl-C
+            params, opt_state, loss, accuracy = train_step(graphdef, tx, params, opt_state, x, y)
+            history.log_step(loss, accuracy)
+        history.log_epoch(*evaluate(graphdef, params, data))
+        checkpoints.save({"params": params, "opt_state": opt_state}, history)
+    return history, per_param
+
+
+# 6. The command line.
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    def positive(cast):
+        def read(text: str):
+            try:
+                value = cast(text)
+            except ValueError:
+                value = -1
+            if not (np.isfinite(value) and value > 0):
+                raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+            return value
+
+        return read
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message}\n")
+    options = (  # option, type, default, help
+        ("--megabytes", positive(float), 0.8, "of standard-library source to train on"),
+        ("--epochs", positive(int), 1, "passes over the training text"),
+        ("--batch-size", positive(int), 32, "windows per step"),
+        ("--context", positive(int), 64, "bytes per window"),
+        ("--width", positive(int), 96, "model width"),
+        ("--heads", positive(int), 4, "attention heads"),
+        ("--layers", positive(int), 2, "transformer blocks"),
+        ("--learning-rate", positive(float), 3e-3, "at the peak"),
+        ("--weight-decay", float, 0.01, "AdamW's"),
+        ("--seed", int, 0, "seeds the initial parameters and each epoch's shuffle"),
+        ("--checkpoint-dir", str, None, "save after every epoch; resume from the latest"),
+    )
+    for option, kind, default, text in options:
+        parser.add_argument(
+            option, type=kind, default=default, help=f"{text} (default: %(default)s)"
+        )
+    parser.add_argument(
+        "--compare-float32",
+        action="store_true",
+        help="train the same model again with float32 params and AdamW",
+    )
+    args = list(sys.argv[1:] if argv is None else argv)
+    config = parser.parse_args(args, argparse.Namespace(precision="bfloat16"))
+    if config.width % config.heads:
+        parser.error(f"--width {config.width} must be a multiple of --heads {config.heads}")
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Runs the command line; returns {precision: (history, bytes per param)}."""
+    config = parse_args(argv)
+    runs = {}
+    with common.exit_cleanly(config):
+        start = time.perf_counter()
+        data = load_data(config)
+        runs["bfloat16"] = train_and_evaluate(config, data)
+        seconds = time.perf_counter() - start
+        if config.compare_float32:
+            f32 = argparse.Namespace(
+                **{**vars(config), "precision": "float32", "checkpoint_dir": None}
+            )
+            runs["float32"] = train_and_evaluate(f32, data)
+    for name, (history, per_param) in runs.items():
+        print(
+            f"{name}: validation_loss={history.test_loss[-1]:.4f} "
+            f"bytes_per_param={per_param:.2f} steps={len(history.train_loss)}"
+        )
+    print(f"seconds={seconds:.1f}")
+    return runs
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""offload_state: the state in host memory between steps, on this machine's CPU backend.
+
+The CPU backend has "device", "pinned_host" and "unpinned_host" memories, all the same
+RAM, so these tests check the mechanics (where every leaf lives, identical trajectories),
+not the speed, which only a GPU or TPU shows (benchmarks/scale.py). Every step's result is
+blocked on (see tests/test_state_sharding.py).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import adam_optax
+import adam_optax.offload
+
+SHAPES = {"w": (16, 8), "v": (8, 300)}  # v is quantized in the 8-bit case
+
+
+def make_params(sharding=None):
+    rng = np.random.default_rng(0)
+    params = {k: jnp.asarray(rng.normal(size=s), jnp.float32) for k, s in SHAPES.items()}
+    return params if sharding is None else jax.device_put(params, sharding)
+
+
+def loss(params):
+    return sum(jnp.sum(jnp.sin(p) * (1 + i)) for i, p in enumerate(jax.tree.leaves(params)))
+
+
+def data_mesh():
+    return Mesh(np.array(jax.devices()[:8]), ("data",))
+
+
+CASES = {  # name: (transform factory, params' sharding factory)
+    "chain(clip, adamw)": (
+        lambda: optax.chain(optax.clip_by_global_norm(1.0), adam_optax.adamw(1e-2)),
+        lambda: None,
+    ),
+    "MultiSteps(adam, 2)": (
+        lambda: optax.MultiSteps(adam_optax.adam(1e-2), 2).gradient_transformation(),
+        lambda: None,
+    ),
+    "shard_state(adamw8bit), 8 devices": (
+        lambda: adam_optax.shard_state(
+            adam_optax.adamw8bit(1e-2, min_quantized_size=1024), data_mesh()
+        ),
+        lambda: NamedSharding(data_mesh(), P()),
+    ),
+}
+
+
+def assert_in(memory_kind, tree):
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        assert leaf.sharding.memory_kind == memory_kind, jax.tree_util.keystr(path)
+
+
+def leaves(*trees):
+    return jax.tree.leaves(trees)
+
+
+def run(tx, params, steps):
+    """`steps` jitted steps (one compile); the params and the state after each."""
+
+    @jax.jit
+    def step(params, state):
+        updates, state = tx.update(jax.grad(loss)(params), state, params)
+        return optax.apply_updates(params, updates), state
+
+    state = tx.init(params)
+    history = [(params, state)]
+    for _ in range(steps):
+        params, state = jax.block_until_ready(step(params, state))
+        history.append((params, state))
+    return history
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_state_lives_in_host_memory_and_the_trajectory_is_unchanged(name):
+    make_tx, make_sharding = CASES[name]
+    if "8 devices" in name and jax.device_count() < 8:
+        pytest.skip("needs 8 devices (see conftest)")
+    params = make_params(make_sharding())
+    expected = run(make_tx(), params, steps=3)
+    offloaded = run(adam_optax.offload_state(make_tx()), params, steps=3)
+    for (p, state), (p_ref, state_ref) in zip(offloaded, expected, strict=True):
+        assert_in("pinned_host", state)  # after init and after every jitted step
+        assert_in("device", p)
+        assert jax.tree.structure(state) == jax.tree.structure(state_ref)
+        for a, b in zip(leaves(p, state), leaves(p_ref, state_ref), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # bit for bit
+            assert a.sharding.is_equivalent_to(
+                b.sharding.with_memory_kind(a.sharding.memory_kind), a.ndim
+            )
+
+
+def test_a_backend_without_the_memory_kind_is_refused_at_init(monkeypatch):
+    """A device with device memory only (as some accelerators' runtimes are): the error
+    names the memory kinds it has. Simulated: this CPU has host memories."""
+    monkeypatch.setattr(adam_optax.offload, "_memory_kinds", lambda device: ["device"])
+    tx = adam_optax.offload_state(adam_optax.adam(1e-3))
+    with pytest.raises(
+        ValueError, match=r"has no 'pinned_host' memory; its memory kinds are \['device'\]"
+    ):
+        tx.init(make_params())
+
+
+def test_a_memory_kind_jit_cannot_name_is_refused():
+    with pytest.raises(
+        ValueError, match=r"memory_kind='unpinned_host' is not supported; pass 'pinned_host'"
+    ):
+        adam_optax.offload_state(adam_optax.adam(1e-3), memory_kind="unpinned_host")
+
+
+def test_an_orbax_checkpoint_restores_the_state_in_host_memory(tmp_path):
+    ocp = pytest.importorskip("orbax.checkpoint")
+    tx = adam_optax.offload_state(adam_optax.adamw(1e-2))
+    params = make_params()
+    state = tx.init(params)
+    updates, state = jax.block_until_ready(
+        jax.jit(tx.update)(jax.grad(loss)(params), state, params)
+    )
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(tmp_path / "state", state)
+        checkpointer.wait_until_finished()
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        restored = checkpointer.restore(tmp_path / "state", target)
+    assert_in("pinned_host", restored)
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    jax.block_until_ready(jax.jit(tx.update)(updates, restored, params))  # it steps on
+
+
+def test_a_jitted_init_puts_the_state_in_host_memory():
+    tx = adam_optax.offload_state(adam_optax.adam(1e-3))
+    assert_in("pinned_host", jax.jit(tx.init)(make_params()))
