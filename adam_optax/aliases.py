@@ -628,6 +628,8 @@ def adam8bit(
     eps_hat: bool = False,
     block_size: int = 256,
     min_quantized_size: int = 4096,
+    stochastic_rounding: bool = True,
+    seed: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
     r"""``adam`` with 8-bit blockwise moments (Dettmers et al. 2021): a quarter of the memory.
 
@@ -664,6 +666,17 @@ def adam8bit(
             block_size does not divide the axis. Default: ``256``.
         min_quantized_size: leaves with fewer elements (and scalars and complex leaves) keep
             float32 (complex64) moments; an integer >= 0. Default: ``4096``.
+        stochastic_rounding: store each 8-bit code by rounding to one of the two neighbouring
+            code values at random, with the probability that makes it unbiased in value
+            (E[stored] = computed), instead of to the nearest code. On by default: with
+            round-to-nearest, a v that decays by 1 - b2 per step moves less than half a code
+            gap, so it can only jump up, and the v of rarely updated elements (embedding rows,
+            an output layer over many classes) drifts far above float32's; stochastic
+            rounding keeps it unbiased (tests/test_low_bit_long.py), for a few integer
+            operations per element (a counter-based hash, as for 16-bit state) and a longer
+            compile on trees of many leaves (benchmarks/compile_time.py). Default: ``True``.
+        seed: an integer in [0, 2**32); the random bits of stochastic rounding derive from it,
+            the step count and the leaf's index, so that a run is reproducible. Default: ``0``.
 
     Returns:
         An optax ``GradientTransformationExtraArgs``: ``chain(scale_by_adam8bit(...),
@@ -695,6 +708,8 @@ def adam8bit(
             eps_hat=eps_hat,
             block_size=block_size,
             min_quantized_size=min_quantized_size,
+            stochastic_rounding=stochastic_rounding,
+            seed=seed,
         ),
         learning_rate,
     )
@@ -714,6 +729,8 @@ def adamw8bit(
     eps_hat: bool = False,
     block_size: int = 256,
     min_quantized_size: int = 4096,
+    stochastic_rounding: bool = True,
+    seed: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
     r"""``adamw`` with 8-bit blockwise moments: ``adam8bit`` plus decoupled weight decay.
 
@@ -758,6 +775,17 @@ def adamw8bit(
             block_size does not divide the axis. Default: ``256``.
         min_quantized_size: leaves with fewer elements (and scalars and complex leaves) keep
             float32 (complex64) moments; an integer >= 0. Default: ``4096``.
+        stochastic_rounding: store each 8-bit code by rounding to one of the two neighbouring
+            code values at random, with the probability that makes it unbiased in value
+            (E[stored] = computed), instead of to the nearest code. On by default: with
+            round-to-nearest, a v that decays by 1 - b2 per step moves less than half a code
+            gap, so it can only jump up, and the v of rarely updated elements (embedding rows,
+            an output layer over many classes) drifts far above float32's; stochastic
+            rounding keeps it unbiased (tests/test_low_bit_long.py), for a few integer
+            operations per element (a counter-based hash, as for 16-bit state) and a longer
+            compile on trees of many leaves (benchmarks/compile_time.py). Default: ``True``.
+        seed: an integer in [0, 2**32); the random bits of stochastic rounding derive from it,
+            the step count and the leaf's index, so that a run is reproducible. Default: ``0``.
 
     Returns:
         An optax ``GradientTransformationExtraArgs``: ``chain(scale_by_adam8bit(...),
@@ -787,6 +815,8 @@ def adamw8bit(
             eps_hat=eps_hat,
             block_size=block_size,
             min_quantized_size=min_quantized_size,
+            stochastic_rounding=stochastic_rounding,
+            seed=seed,
         ),
         learning_rate,
         weight_decay,

@@ -17,7 +17,9 @@ three ways, decided once at ``init``:
   Quantization"): a ``QuantizedArray`` of uint8 codes of the leaf's shape and
   one float32 scale per block of ``block_size`` consecutive elements along the
   last axis. A value x in a block with absmax s is stored as the code of the
-  map value nearest to x / s, and read back as ``CODE_MAP[code] · s``.
+  map value nearest to x / s (or, with stochastic rounding, of one of the two
+  map values around it, unbiased in value), and read back as
+  ``CODE_MAP[code] · s``. s is the exact absmax of the block's finite values.
 
 The code maps are the "dynamic" maps of Dettmers et al., built from their
 description: a magnitude in decade e (10^-(e+1), 10^-e] is e leading zero bits,
@@ -228,10 +230,9 @@ def blocks_per_row(shape: tuple[int, ...], block_size: int) -> int:
 
 # --- Blocks along the last axis ----------------------------------------------------------------
 #
-# Nothing here pads or reshapes the leaf itself: block maxima are windowed
-# reductions of the stored arrays, and per-block scales are broadcast to the
-# elements. XLA:CPU materializes the input of every reduction that is not a
-# plain array, so reducing a computed moment would cost 4 bytes per element.
+# The leaf itself is never padded: block maxima are plain reductions over a
+# (..., blocks, block) view (and one over each row's shorter last block), and
+# per-block scales are broadcast to the elements.
 
 
 def _block(shape: tuple[int, ...], block_size: int) -> tuple[int, int]:
@@ -239,14 +240,6 @@ def _block(shape: tuple[int, ...], block_size: int) -> tuple[int, int]:
     n = shape[-1]
     block = min(block_size, n)
     return block, -(-n // block)
-
-
-def _block_reduce(x: jax.Array, block_size: int, op: Any, identity: Any) -> jax.Array:
-    """(..., n) -> (..., blocks): ``op`` over each block (the last one may be shorter)."""
-    block, count = _block(x.shape, block_size)
-    window = (1,) * (x.ndim - 1) + (block,)
-    padding = [(0, 0)] * (x.ndim - 1) + [(0, count * block - x.shape[-1])]
-    return jax.lax.reduce_window(x, jnp.asarray(identity, x.dtype), op, window, window, padding)
 
 
 def _per_element(per_block: jax.Array, shape: tuple[int, ...], block_size: int) -> jax.Array:
@@ -264,14 +257,17 @@ def _gather(table: np.ndarray, index: jax.Array) -> jax.Array:
     return jnp.asarray(table).at[index].get(out_sharding=jax.typeof(index).sharding)
 
 
-def _encode_magnitude(a: jax.Array, bits: int, zero: bool) -> jax.Array:
-    """The rank in ``_magnitudes(bits, zero)`` of the value nearest to a in [0, 1] (float32).
+def _encode_magnitude(a: jax.Array, bits: int, zero: bool, u: jax.Array | None) -> jax.Array:
+    """The rank in ``_magnitudes(bits, zero)`` of a value next to a in [0, 1] (float32).
 
     Decade e (10^-(e+1), 10^-e] holds n_e = 2^(bits-e) values spaced
     0.9·10^-e / n_e apart, whose rank starts at n_e - 1 for 10^-(e+1); below
     10^-bits the values are 0 or 10^-(bits+1) (rank 0) and 10^-bits (rank 1).
     Each decade's grid includes its bottom, so rounding on it gives the
-    nearest value.
+    nearest value. With ``u`` (uniform in [0, 1), one per element) the
+    rounding is stochastic instead: floor(t + u) of the position t on the
+    decade's linear grid picks the upper neighbour with probability equal to
+    the distance from the lower one over the gap, unbiased in value.
     """
     lowest = 0.0 if zero else 10.0 ** -(bits + 1)
     bottom = jnp.full_like(a, lowest)
@@ -283,21 +279,22 @@ def _encode_magnitude(a: jax.Array, bits: int, zero: bool) -> jax.Array:
         bottom = jnp.where(above, jnp.float32(10.0 ** -(e + 1)), bottom)
         inv_step = jnp.where(above, jnp.float32(n / (0.9 * 10.0**-e)), inv_step)
         first = jnp.where(above, jnp.float32(n - 1), first)
-    rank = first + jnp.round((a - bottom) * inv_step)
-    return jnp.clip(rank, 0, 2 ** (bits + 1) - 1)
+    position = jnp.maximum(a - bottom, 0) * inv_step
+    offset = jnp.round(position) if u is None else jnp.floor(position + u)
+    return jnp.clip(first + offset, 0, 2 ** (bits + 1) - 1)
 
 
-def _encode(x: jax.Array, signed: bool) -> jax.Array:
+def _encode(x: jax.Array, signed: bool, u: jax.Array | None = None) -> jax.Array:
     """Codes (uint8) of x normalized to [-1, 1] (signed) or [0, 1].
 
-    Arithmetic, about 30 vector operations. A lookup bucketed by the float's
-    exponent and mantissa bits, and even a plain linear rounding, made the
-    8-bit step no faster on XLA:CPU: its time goes elsewhere (see ``apply``).
+    Arithmetic, about 30 vector operations. ``u`` (uniform in [0, 1) per
+    element) makes the rounding stochastic and unbiased; None rounds to the
+    nearest code.
     """
     if signed:
-        rank = _encode_magnitude(jnp.abs(x), _SIGNED_BITS, zero=True)
+        rank = _encode_magnitude(jnp.abs(x), _SIGNED_BITS, zero=True, u=u)
         return (_SIGNED_ZERO + jnp.where(x < 0, -rank, rank)).astype(jnp.uint8)
-    return _encode_magnitude(x, _UNSIGNED_BITS, zero=False).astype(jnp.uint8)
+    return _encode_magnitude(x, _UNSIGNED_BITS, zero=False, u=u).astype(jnp.uint8)
 
 
 def _decode(codes: jax.Array, signed: bool) -> jax.Array:
@@ -309,11 +306,78 @@ def _decode(codes: jax.Array, signed: bool) -> jax.Array:
     return _gather(code_map(signed), codes.astype(jnp.int32))
 
 
-def _encode_with(x: jax.Array, scales: jax.Array, signed: bool, block_size: int) -> QuantizedArray:
-    """x stored with the given block scales, each >= its block's absmax."""
+def _pad_last(x: jax.Array, length: int) -> jax.Array:
+    """x with zeros appended along the last axis up to ``length``."""
+    padding = [(0, 0, 0)] * (x.ndim - 1) + [(0, length - x.shape[-1], 0)]
+    return jax.lax.pad(x, jnp.zeros((), x.dtype), padding)
+
+
+def _max_last(*bits: jax.Array) -> tuple[jax.Array, ...]:
+    """(..., L) -> (...): the max over the last axis of each, in reductions of at most 32.
+
+    XLA:CPU fuses an elementwise producer into an integer reduction of up to
+    32 elements. A longer one it splits into a windowed reduction whose input
+    it materializes, and a float one it hands to a library that does the
+    same. The barrier keeps XLA from merging the levels back into one.
+    Several arrays are reduced together, in one loop.
+    """
+
+    def level(xs):
+        zeros = tuple(jnp.zeros((), x.dtype) for x in xs)
+        return tuple(
+            jax.lax.reduce(
+                xs,
+                zeros,
+                lambda a, b: tuple(jnp.maximum(x, y) for x, y in zip(a, b, strict=True)),
+                (xs[0].ndim - 1,),
+            )
+        )
+
+    while bits[0].shape[-1] > 32:
+        groups = -(-bits[0].shape[-1] // 32)
+        bits = tuple(_pad_last(b, 32 * groups).reshape(*b.shape[:-1], groups, 32) for b in bits)
+        bits = jax.lax.optimization_barrier(level(bits))
+    return level(bits)
+
+
+def _finite_block_absmax(*xs: jax.Array, block_size: int) -> tuple[jax.Array, ...]:
+    """(..., n) -> (..., blocks) for each x: each block's largest finite |x| (0 if none).
+
+    Computed on the bits: a nonnegative float32's bit pattern, read as an
+    int32, grows with its value, and integer reductions are the ones XLA
+    fuses with the step that computes x (see ``_max_last``), so that the new
+    moments are never materialized. The rows are zero-padded to whole blocks
+    inside the fusion; the leaf itself is not.
+    """
+    block, count = _block(xs[0].shape, block_size)
+    bits = []
+    for x in xs:
+        a = jnp.where(jnp.isfinite(x), jnp.abs(x), 0).astype(jnp.float32)
+        b = _pad_last(jax.lax.bitcast_convert_type(a, jnp.int32), count * block)
+        bits.append(b.reshape(*x.shape[:-1], count, block))
+    tops = _max_last(*bits)
+    return tuple(jax.lax.bitcast_convert_type(top, jnp.float32) for top in tops)
+
+
+def _encode_with(
+    x: jax.Array,
+    scales: jax.Array,
+    signed: bool,
+    block_size: int,
+    key: jax.Array | None = None,
+) -> QuantizedArray:
+    """x stored with the given block scales, each >= its block's largest finite |x|.
+
+    A non-finite element stores 0 (signed, m) or its block's scale (unsigned,
+    v): no momentum, and the largest v of its block, so its next updates are
+    small. ``key`` makes the rounding stochastic (see ``_encode_magnitude``).
+    """
     # The barrier keeps XLA from recomputing the per-block inverse per element.
     inverse = jax.lax.optimization_barrier(jnp.where(scales > 0, 1 / scales, 0))
-    codes = _encode(x * _per_element(inverse, x.shape, block_size), signed)
+    normalized = x * _per_element(inverse, x.shape, block_size)
+    normalized = jnp.where(jnp.isfinite(x), normalized, 0.0 if signed else 1.0)
+    u = None if key is None else _uniform(key, x.shape)
+    codes = _encode(normalized, signed, u)
     return QuantizedArray(codes, scales, tuple(x.shape), signed, block_size)
 
 
@@ -336,22 +400,13 @@ def quantize(x: jax.Array, *, signed: bool, block_size: int) -> QuantizedArray:
         Array([[ 0.55   , -1.     ,  0.49375]], dtype=float32)
     """
     x = jnp.asarray(x, jnp.float32)
-    scales = _block_reduce(jnp.abs(x), block_size, jax.lax.max, 0.0)
+    (scales,) = _finite_block_absmax(x, block_size=block_size)
     return _encode_with(x, scales, signed, block_size)
 
 
 def dequantize_array(q: QuantizedArray) -> jax.Array:
     """The float32 array a ``QuantizedArray`` stands for."""
     return _decode(q.codes, q.signed) * _per_element(q.scales, q.shape, q.block_size)
-
-
-def _block_absmax(q: QuantizedArray) -> jax.Array:
-    """Each block's largest |value|, from its extreme codes (no element is decoded)."""
-    top = _decode(_block_reduce(q.codes, q.block_size, jax.lax.max, 0), q.signed)
-    if q.signed:
-        bottom = _decode(_block_reduce(q.codes, q.block_size, jax.lax.min, 255), q.signed)
-        top = jnp.maximum(top, -bottom)
-    return top * q.scales
 
 
 def dequantize(tree: Any) -> Any:
@@ -481,24 +536,25 @@ def apply(step: Any, g: jax.Array, moments: tuple[Any, ...], key: jax.Array | No
     dequantized, and its new moments are stored in their old formats. A None
     moment stays None. ``key`` gives stochastic rounding its random bits.
 
-    8-bit moments need each block's new scale before any element is encoded.
-    Reducing the new moments themselves would materialize them (XLA:CPU does
-    not fuse a reduction with its producer), so the scale is a bound instead:
-    the step applied to the blocks' largest |g| and largest stored |moment|
-    bounds every new |moment| of the block, because Adam's moments are
-    nonnegative combinations and maxima of |g|, g² and the old moments. The
-    bound is tight for v and for the first step of m. Only the stored arrays
-    are reduced, never a computed one.
+    8-bit moments are stored with exact block statistics, as in bitsandbytes
+    and torchao: each block's new scale is the largest finite |value| of the
+    block's new moments, so the block's largest element is stored exactly and
+    no rounding error accumulates in the scale. A non-finite new value is left
+    out of its block's scale (see ``_encode_with`` for what it stores), so it
+    harms no other element. The update is computed from the new moments
+    before they are rounded.
 
-    XLA:CPU materializes a gathered (decoded) value that two fusions read, so
-    the elementwise step runs in three loops: one for the update (which fuses
-    into the caller's ``apply_updates``) and one per moment, each decoding,
-    stepping and encoding. Temporaries stay near 1 byte per parameter (a copy
-    of the codes while they are overwritten). The encoding arithmetic itself
-    is not the cost: a plain linear rounding in its place is no faster. The
-    step's time relative to ``optax.adam``'s is measured by
-    ``benchmarks/memory.py`` (results in ``benchmarks/results/memory.md`` and
-    the README).
+    Nothing the size of the leaf is materialized: XLA:CPU materializes a
+    decoded (gathered) value that two fusions read, so the elementwise step is
+    recomputed where it is needed, on inputs passed through an optimization
+    barrier so that XLA cannot merge the copies. One loop computes the update
+    (it fuses into the caller's ``apply_updates``); one loop decodes, steps and
+    reduces every moment's blocks to their absmax (integer reductions over a
+    (..., blocks, block) view, into which XLA fuses the step; see
+    ``_max_last``); and per moment one loop decodes, steps again and encodes
+    with the new scales. The temporaries are a copy of each moment's codes
+    (XLA cannot order the update's reads of the old codes before the writes
+    of the new ones) and a few per-block arrays.
     """
     keys = [None if key is None else fold_in(key, i) for i in range(len(moments))]
     if not any(is_quantized(m) for m in moments):
@@ -509,24 +565,25 @@ def apply(step: Any, g: jax.Array, moments: tuple[Any, ...], key: jax.Array | No
         )
     if not all(m is None or is_quantized(m) for m in moments):
         raise TypeError("A leaf's moments must be all 8-bit or none.")
-    block_size = next(m for m in moments if m is not None).block_size
-    g_max = jnp.maximum(
-        _block_reduce(g, block_size, jax.lax.max, -jnp.inf),
-        -_block_reduce(g, block_size, jax.lax.min, jnp.inf),
-    ).astype(jnp.float32)
-    _, *bounds = step(g_max, *(None if m is None else _block_absmax(m) for m in moments))
 
     def new_moments(g, moments):
         return step(g, *(None if m is None else dequantize_array(m) for m in moments))
 
     update = new_moments(g, moments)[0]
+    # The step again, on inputs XLA cannot tell are the same: it then fuses the
+    # step into one reduction of every moment's blocks, and once more into each
+    # moment's encoding, rather than materializing the decoded moments.
+    present = [i for i, m in enumerate(moments) if m is not None]
+    new = new_moments(*jax.lax.optimization_barrier((g, moments)))
+    all_scales = _finite_block_absmax(
+        *(new[1 + i] for i in present), block_size=moments[present[0]].block_size
+    )
+    scales_of = dict(zip(present, all_scales, strict=True))
     stored = []
     for i, m in enumerate(moments):
         if m is not None:
-            # The step again, on inputs XLA cannot tell are the same: it then
-            # fuses the step into this moment's encoding, rather than
-            # materializing the decoded moments for every consumer.
-            new = new_moments(*jax.lax.optimization_barrier((g, moments)))[1 + i]
-            m = _encode_with(new, jnp.abs(bounds[i]), m.signed, m.block_size)
+            again = jax.lax.optimization_barrier((g, moments, scales_of[i]))
+            new, scales = new_moments(*again[:2])[1 + i], again[2]
+            m = _encode_with(new, scales, m.signed, m.block_size, keys[i])
         stored.append(m)
     return update, *stored

@@ -327,9 +327,9 @@ def _adam_family(
     bias correction: PyTorch and Keras) or "corrected" (the max of v̂_t: optax's
     ``amsgrad``) or "uncorrected" (the max of v_t, never corrected: optax's
     ``amsgrad(bias_correction_nu=False)``). The storage of the moments is
-    ``mu_dtype``/``nu_dtype``, with ``stochastic_rounding`` for 16-bit ones
-    (random bits from ``seed``, the step count and the leaf's index), or
-    8-bit ``blocks``.
+    ``mu_dtype``/``nu_dtype``, or 8-bit ``blocks``, with ``stochastic_rounding``
+    for 16-bit and 8-bit ones (random bits from ``seed``, the step count and
+    the leaf's index).
     """
     _check_decays_and_eps(b1, b2, eps, eps_root)
     checks.state_dtype("mu_dtype", mu_dtype, complex_ok=True)
@@ -342,7 +342,7 @@ def _adam_family(
     ):
         checks.flag(name, value)
     checks.seed(seed)
-    if stochastic_rounding:
+    if stochastic_rounding and blocks is None:
         checks.sixteen_bit_state(mu_dtype, nu_dtype)
 
     def init_fn(params):
@@ -544,6 +544,8 @@ def scale_by_adam8bit(
     eps_hat: bool = False,
     block_size: int = 256,
     min_quantized_size: int = 4096,
+    stochastic_rounding: bool = True,
+    seed: int = 0,
 ) -> optax.GradientTransformation:
     r"""``scale_by_adam`` with 8-bit blockwise moments (Dettmers et al. 2021).
 
@@ -566,6 +568,16 @@ def scale_by_adam8bit(
     in the top decade, halving in each decade below, down to 1e-6 and 1e-7.
     v's map has no 0 (its smallest value is 1e-8 of the absmax), so a zero-
     gradient step never divides a stored m by eps alone.
+
+    s_B is the exact absmax of the block's new values, as in bitsandbytes and
+    torchao, so each block's largest element is stored exactly and no
+    rounding error builds up in the scale. With ``stochastic_rounding`` (the
+    default) the argmin is replaced by a random choice between the two code
+    values around x_i / s_B, unbiased in value. A non-finite new value (from a
+    NaN or inf gradient element) is left out of s_B and stored as m = 0 and
+    v = s_B (its block's largest v, so its next updates are small); the
+    update of that element is non-finite this step, as float32 Adam's, and no
+    other element is affected.
 
     Blocks are ``block_size`` consecutive elements along the last axis, so a
     leaf sharded on its leading axes keeps each block on one device. When
@@ -600,6 +612,17 @@ def scale_by_adam8bit(
             block_size does not divide the axis. Default: ``256``.
         min_quantized_size: leaves with fewer elements (and scalars and complex leaves) keep
             float32 (complex64) moments; an integer >= 0. Default: ``4096``.
+        stochastic_rounding: store each 8-bit code by rounding to one of the two neighbouring
+            code values at random, with the probability that makes it unbiased in value
+            (E[stored] = computed), instead of to the nearest code. On by default: with
+            round-to-nearest, a v that decays by 1 - b2 per step moves less than half a code
+            gap, so it can only jump up, and the v of rarely updated elements (embedding rows,
+            an output layer over many classes) drifts far above float32's; stochastic
+            rounding keeps it unbiased (tests/test_low_bit_long.py), for a few integer
+            operations per element (a counter-based hash, as for 16-bit state) and a longer
+            compile on trees of many leaves (benchmarks/compile_time.py). Default: ``True``.
+        seed: an integer in [0, 2**32); the random bits of stochastic rounding derive from it,
+            the step count and the leaf's index, so that a run is reproducible. Default: ``0``.
 
     Returns:
         A ``GradientTransformation`` with state ``ScaleByAdamState(count, mu,
@@ -634,6 +657,8 @@ def scale_by_adam8bit(
         nesterov=nesterov,
         max_convention="raw" if amsgrad else None,
         eps_hat=eps_hat,
+        stochastic_rounding=stochastic_rounding,
+        seed=seed,
         blocks=_Blocks(block_size, min_quantized_size),
     )
 

@@ -1,0 +1,205 @@
+"""8-bit Adam over long horizons, against float32 Adam on the same gradient stream.
+
+The 8-bit moments carry their rounding errors for about 1/(1 - b2) = 1,000
+steps, so a bias in how they are stored only shows after thousands of steps:
+each test here runs at least 5,000 steps inside one jitted loop (one compile)
+and compares the 8-bit state and updates with ``adam_optax.scale_by_adam``'s
+float32 ones, element by element. The gradients are synthetic streams that
+do not depend on the params, so both optimizers see the same gradients.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import adam_optax
+from adam_optax import storage
+
+CHUNK, CHUNKS = 1000, 5  # compare every 1,000th step, up to 5,000 = 5 / (1 - b2)
+
+
+def _run_side_by_side(tx8, grad_fn, params):
+    """Runs tx8 and float32 Adam for CHUNKS·CHUNK steps of ``grad_fn(step)``.
+
+    Returns, at the end of every chunk, trees of ν8, ν32 and the two updates
+    of that step, as NumPy arrays of shape (CHUNKS, *leaf shape).
+    """
+    tx32 = adam_optax.scale_by_adam()
+
+    def step(t, carry):
+        s8, s32, _, _ = carry
+        g = grad_fn(t)
+        u8, s8 = tx8.update(g, s8)
+        u32, s32 = tx32.update(g, s32)
+        return s8, s32, u8, u32
+
+    def chunk(carry, c):
+        carry = jax.lax.fori_loop(c * CHUNK, (c + 1) * CHUNK, step, carry)
+        s8, s32, u8, u32 = carry
+        return carry, (adam_optax.dequantize(s8.nu), s32.nu, u8, u32)
+
+    @jax.jit
+    def run():
+        carry = (tx8.init(params), tx32.init(params), params, params)
+        return jax.lax.scan(chunk, carry, jnp.arange(CHUNKS))[1]
+
+    return jax.tree.map(lambda x: np.asarray(x, np.float64), run())
+
+
+# Two synthetic gradient streams, run together (one compile, one loop):
+# - "spread": each element's gradient has its own scale, spread log-uniformly
+#   over one decade (spread[0]) or two (spread[1]) within every block, times
+#   noise of unit variance.
+# - "head": an output layer's kernel (d, classes) = (16, 1024) under a softmax
+#   loss whose labels are Zipf-distributed (p_c ∝ 1/(c + 1)), batches of 8, at
+#   zero logits: a class gets its large gradient only when it is a label, and
+#   otherwise the small one of its predicted probability.
+SPREAD, HEAD, BATCH = (2, 4, 512), (16, 1024), 8
+_rng = np.random.default_rng(0)
+_SCALE = 10.0 ** -(np.array([1.0, 2.0])[:, None, None] * _rng.uniform(size=SPREAD))
+_ZIPF = 1 / np.arange(1, HEAD[1] + 1)
+_LABELS = _rng.choice(HEAD[1], size=(CHUNK * CHUNKS, BATCH), p=_ZIPF / _ZIPF.sum())
+_FEATURES = _rng.standard_normal((CHUNK * CHUNKS, BATCH, HEAD[0]))
+
+
+def _noise(t: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Uniform noise of unit variance from a hash of (t, element): cheap to compile."""
+    x = jnp.arange(np.prod(shape), dtype=jnp.uint32).reshape(shape) + t.astype(jnp.uint32) * (
+        jnp.uint32(np.prod(shape))
+    )
+    for multiplier in (0x7FEB352D, 0x846CA68B):  # Wellons's "lowbias32" integer hash
+        x = (x ^ (x >> 16)) * jnp.uint32(multiplier)
+    x = x ^ (x >> 16)
+    return ((x >> 8).astype(jnp.float32) * 2.0**-24 - 0.5) * np.sqrt(12.0)
+
+
+def _gradients(t):
+    error = 1.0 / HEAD[1] - jax.nn.one_hot(jnp.asarray(_LABELS)[t], HEAD[1])  # softmax(0) - onehot
+    return {
+        "spread": jnp.asarray(_SCALE, jnp.float32) * _noise(t, SPREAD),
+        "head": jnp.asarray(_FEATURES, jnp.float32)[t].T @ error / BATCH,
+    }
+
+
+@pytest.fixture(scope="module")
+def long_run():
+    """ν8, ν32, u8, u32 at every 1,000th step, with the default (stochastic) rounding."""
+    params = {"spread": jnp.zeros(SPREAD), "head": jnp.zeros(HEAD)}
+    tx8 = adam_optax.scale_by_adam8bit(min_quantized_size=0)
+    return _run_side_by_side(tx8, _gradients, params)
+
+
+@pytest.mark.parametrize("decades", [1, 2])
+def test_spread_gradients_keep_nu_and_updates_unbiased_for_5000_steps(long_run, decades):
+    """Before the fix (a block scale that was a bound, b2·old absmax + (1 - b2)·
+    max g², not the new absmax) the median ν8/ν32 drifted to 3.6 by step 5,000
+    with two decades, and to 0.87 with one (the issue's measurement); exact
+    block maxima keep both medians, and the updates', within 10% at every
+    1,000th step."""
+    nu8, nu32, u8, u32 = (x["spread"][:, decades - 1] for x in long_run)
+    nu_ratio = np.median(nu8 / nu32, axis=(1, 2))
+    update_ratio = np.median(np.abs(u8 / u32), axis=(1, 2))
+    assert np.all((nu_ratio >= 0.9) & (nu_ratio <= 1.1)), nu_ratio
+    assert np.all((update_ratio >= 0.9) & (update_ratio <= 1.1)), update_ratio
+
+
+def test_rarely_updated_elements_keep_an_unbiased_nu_with_stochastic_rounding(long_run):
+    """The v of a rare class decays by 0.1% a step, less than half a code gap:
+    rounded to nearest it can only jump up (ν8/ν32 2.6 at the 90th percentile
+    in the issue's measurement, 3.2 here at step 5,000), while stochastic
+    rounding decays it on average like float32's."""
+    nu8, nu32, _, _ = (x["head"][-1] for x in long_run)
+    p90 = np.percentile(nu8 / nu32, 90)
+    assert 0.9 <= p90 <= 1.15, p90
+
+
+def test_a_non_finite_gradient_element_harms_no_other_element():
+    """Runs of 30 steps on (4, 512) leaves (blocks of 256) whose element (1, 7)
+    has a zero gradient, but for one NaN, inf or -inf at step 10, beside a
+    clean run (vmapped: one compile). float32 Adam's v of that
+    element is then non-finite for good; the 8-bit state has no non-finite
+    value (its codes cannot be, and the bad value is left out of its block's
+    scale), and every other element's update equals the clean run's at every
+    step, bit for bit."""
+    shape, bad_step, steps = (4, 512), 10, 30
+    rng = np.random.default_rng(5)
+    clean = rng.standard_normal((steps, *shape)).astype(np.float32)
+    clean[:, 1, 7] = 0.0
+    streams = {"clean": clean}
+    for name, bad in (("nan", np.nan), ("inf", np.inf), ("-inf", -np.inf)):
+        streams[name] = clean.copy()
+        streams[name][bad_step, 1, 7] = bad
+    others = np.ones(shape, bool)
+    others[1, 7] = False
+    tx = adam_optax.scale_by_adam8bit(min_quantized_size=0)
+
+    def run(stream):
+        def step(state, g):
+            u, state = tx.update(g, state)
+            return state, (u, state)
+
+        return jax.lax.scan(step, tx.init(jnp.zeros(shape)), stream)[1]
+
+    # vmap: the four runs share the leaf's index, hence its random bits.
+    batched = jax.jit(jax.vmap(run))(jnp.stack([jnp.asarray(s) for s in streams.values()]))
+    updates, states = (
+        {name: jax.tree.map(lambda x, i=i: x[i], tree) for i, name in enumerate(streams)}
+        for tree in batched
+    )
+    for name in ("nan", "inf", "-inf"):
+        got, expected = np.asarray(updates[name]), np.asarray(updates["clean"])
+        np.testing.assert_array_equal(got[:, others], expected[:, others], err_msg=name)
+        for moment in (states[name].mu, states[name].nu):
+            assert np.all(np.isfinite(np.asarray(adam_optax.dequantize(moment)))), name
+            assert np.all(np.isfinite(np.asarray(storage.per_leaf(moment).scales))), name
+        # float32 Adam (float64 here): v_t = b2 v_{t-1} + (1 - b2) g², non-finite from then on.
+        v = 0.0
+        for g in streams[name][:, 1, 7].astype(np.float64):
+            v = 0.999 * v + 0.001 * g * g
+        assert not np.isfinite(v), name
+
+
+@pytest.mark.parametrize("stochastic_rounding", [False, True], ids=["nearest", "stochastic"])
+def test_update_stores_each_block_at_its_exact_absmax_and_each_element_at_a_neighbouring_code(
+    stochastic_rounding,
+):
+    """The round trip through ``update`` itself: after a step from an 8-bit
+    state, each block's scale is the absmax of the exact new moments (computed
+    in float64 from the dequantized old state), and each stored value is the
+    nearest code value (round-to-nearest) or one of the two around it
+    (stochastic rounding). A ragged last block (600 = 2·256 + 88) included."""
+    rng = np.random.default_rng(1)
+    shape, b1, b2 = (8, 600), 0.9, 0.999
+    tx = adam_optax.scale_by_adam8bit(
+        b1, b2, min_quantized_size=0, stochastic_rounding=stochastic_rounding
+    )
+    update = jax.jit(tx.update)
+    state = tx.init(jnp.zeros(shape))
+    grads = rng.standard_normal((4, *shape)) * 10.0 ** rng.uniform(-3, 1, (4, *shape))
+    for g in grads[:-1]:
+        _, state = update(jnp.asarray(g, jnp.float32), state)
+    old = adam_optax.dequantize(state)
+    _, new = update(jnp.asarray(grads[-1], jnp.float32), state)
+    g = grads[-1].astype(np.float32).astype(np.float64)
+    exact_m = b1 * np.asarray(old.mu, np.float64) + (1 - b1) * g
+    exact_v = b2 * np.asarray(old.nu, np.float64) + (1 - b2) * g * g
+    for stored, exact in ((new.mu, exact_m), (new.nu, exact_v)):
+        stored = storage.per_leaf(stored)
+        absmax = np.stack([np.abs(exact[:, s : s + 256]).max(-1) for s in (0, 256, 512)], -1)
+        np.testing.assert_allclose(np.asarray(stored.scales), absmax, rtol=1e-5)
+        per_element = np.repeat(absmax, 256, axis=-1)[:, :600]
+        table = storage.code_map(stored.signed).astype(np.float64)
+        got = np.asarray(adam_optax.dequantize(stored), np.float64) / per_element
+        x = exact / per_element
+        below = table[np.clip(np.searchsorted(table, x, side="right") - 1, 0, 255)]
+        above = table[np.clip(np.searchsorted(table, x, side="left"), 0, 255)]
+        tolerance = 1e-5
+        if stochastic_rounding:
+            ok = (np.abs(got - below) <= tolerance) | (np.abs(got - above) <= tolerance)
+        else:
+            nearest = np.where(np.abs(x - below) <= np.abs(above - x), below, above)
+            ok = np.abs(got - nearest) <= tolerance
+        assert ok.mean() > 0.9999, (ok.mean(), got[~ok][:5], x[~ok][:5])
