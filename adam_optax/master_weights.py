@@ -204,8 +204,8 @@ def master_weights(
         tx: any optax transform, e.g. ``adam_optax.adamw8bit(...)``. It sees float32
             params and float32 gradients for the corrected leaves, so its state is
             the one it would have for float32 params.
-        correction_bits: 8 (default; int8 corrections, a 16-bit master for bfloat16)
-            or 16 (int16; the float32 master exactly).
+        correction_bits: 8 (int8 corrections, a 16-bit master for bfloat16) or 16
+            (int16; the float32 master exactly). Default: ``8``.
 
     Returns:
         An optax ``GradientTransformationExtraArgs`` whose state is a
