@@ -9,9 +9,12 @@ wrapper around the optimizer:
                      hyperparameter, the yardstick for what a "small" difference is
   bf16+SR            ``adamw(..., mu_dtype=bf16, nu_dtype=bf16, stochastic_rounding=True)``
   bf16               the same, round-to-nearest
-  8-bit              ``adamw8bit(...)``: blockwise codes + scales, ~2 bytes (leaves >= 4096)
-  8-bit+SR           ``adamw8bit(..., stochastic_rounding=True)``, only where adamw8bit
-                     has that keyword
+  8-bit              ``adamw8bit(...)``: blockwise codes + scales, ~2 bytes (leaves >= 4096),
+                     codes rounded stochastically (the default)
+  8-bit RTN          ``adamw8bit(..., stochastic_rounding=False)``: codes rounded to nearest
+  bf16 params        bfloat16 params, ``adamw(...)``, no correction
+  master 8, 16       bfloat16 params, ``master_weights(adamw(...), correction_bits=8|16)``
+  7 bytes            bfloat16 params, ``master_weights(adamw8bit(...))``
 
 A row's params are cast to its ``params_dtype`` at init and stay in it; the final metrics
 see them cast to float32. A row with bfloat16 params and a wrapper (issue 19) is one line
@@ -70,7 +73,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import inspect
 import json
 import math
 import os
@@ -132,7 +134,6 @@ class Variant(NamedTuple):
 def variants() -> list[Variant]:
     """The rows, reference first. A new row is one line here; every task runs it."""
     bf16 = {"mu_dtype": jnp.bfloat16, "nu_dtype": jnp.bfloat16}
-    eight_bit = inspect.signature(adam_optax.adamw8bit).parameters
     rows = [
         Variant(REFERENCE, lambda lr, wd, seed: adam_optax.adamw(lr, weight_decay=wd),
                 about="`adamw(lr)`: float32 moments, the reference"),
@@ -143,19 +144,13 @@ def variants() -> list[Variant]:
                 about="`adamw(lr, mu_dtype=bf16, nu_dtype=bf16, stochastic_rounding=True)`"),
         Variant("bf16", lambda lr, wd, seed: adam_optax.adamw(lr, weight_decay=wd, **bf16),
                 about="`adamw(lr, mu_dtype=bf16, nu_dtype=bf16)`: round-to-nearest"),
-        Variant("8-bit", lambda lr, wd, seed: adam_optax.adamw8bit(lr, weight_decay=wd),
-                about="`adamw8bit(lr)`: blockwise 8-bit codes and scales"),
+        Variant("8-bit", lambda lr, wd, seed: adam_optax.adamw8bit(
+                    lr, weight_decay=wd, stochastic_rounding=True, seed=seed),
+                about="`adamw8bit(lr)`: blockwise 8-bit codes, rounded stochastically (default)"),
+        Variant("8-bit RTN", lambda lr, wd, seed: adam_optax.adamw8bit(
+                    lr, weight_decay=wd, stochastic_rounding=False),
+                about="`adamw8bit(lr, stochastic_rounding=False)`: codes rounded to nearest"),
     ]  # fmt: skip
-    if "stochastic_rounding" in eight_bit:  # the keyword is new (issue 17): a row where it is
-        seeded = "seed" in eight_bit
-
-        def eight_bit_sr(lr: optax.ScalarOrSchedule, wd: float, seed: int) -> Any:
-            extra = {"seed": seed} if seeded else {}
-            return adam_optax.adamw8bit(lr, weight_decay=wd, stochastic_rounding=True, **extra)
-
-        rows.append(
-            Variant("8-bit+SR", eight_bit_sr, about="`adamw8bit(lr, stochastic_rounding=True)`")
-        )
     # bfloat16 params (issue 19): plain, then with master-weight corrections.
     master = adam_optax.master_weights
     rows += [
