@@ -180,9 +180,15 @@ def _zeros_like(param: Any, dtype: Any, fill: int = 0, last: int | None = None) 
     last axis's length (for block scales), which is then not sharded.
     """
     if isinstance(param, jax.core.Tracer):
-        if last is not None:
-            param = param[..., :last]
-        return jnp.full_like(param, fill, dtype) if fill else jnp.zeros_like(param, dtype)
+        if last is None:
+            return jnp.full_like(param, fill, dtype) if fill else jnp.zeros_like(param, dtype)
+        # Not a slice of param: explicit axes refuse to slice a sharded last axis.
+        shape, sharding = (*param.shape[:-1], last), jax.typeof(param).sharding
+        if sharding.mesh.empty:
+            return jnp.full(shape, fill, dtype)
+        spec = (*tuple(sharding.spec)[: len(shape) - 1], None)
+        layout = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec))
+        return jnp.full(shape, fill, dtype, device=layout)
     shape = jnp.shape(param)
     sharding = getattr(param, "sharding", None) if getattr(param, "committed", True) else None
     if last is not None:
