@@ -382,8 +382,8 @@ def test_nnx_optimizer_on_a_bfloat16_model():
         nnx.Linear(8, 16, param_dtype=BF16, dtype=BF16, rngs=nnx.Rngs(0)),
         nnx.Linear(16, 1, param_dtype=BF16, dtype=BF16, rngs=nnx.Rngs(1)),
     )
-    # adamw8bit's state inside nnx.Optimizer under nnx.jit is being fixed apart; float32 moments
-    inner = adam_optax.adamw(1e-2, weight_decay=0.0)
+    # The 7-byte set-up: the 16x8 kernel's moments are 8-bit (min_quantized_size=128).
+    inner = adam_optax.adamw8bit(1e-2, weight_decay=0.0, min_quantized_size=128)
     optimizer = nnx.Optimizer(model, adam_optax.master_weights(inner), wrt=nnx.Param)
     x = jax.random.normal(jax.random.key(0), (32, 8)).astype(BF16)
     y = jnp.sum(x.astype(jnp.float32), axis=1, keepdims=True) * 0.1
@@ -407,6 +407,8 @@ def test_nnx_optimizer_on_a_bfloat16_model():
     corrections = jax.tree.leaves(optax.tree.get(opt_state, "correction"))
     assert corrections and all(c.dtype == jnp.int8 for c in corrections)
     assert any(np.any(np.asarray(c) != 0) for c in corrections)
+    codes = optax.tree.get(opt_state, "mu").codes  # QuantizedTree: one array per params leaf
+    assert sum(leaf.dtype == jnp.uint8 for leaf in jax.tree.leaves(codes)) == 1
 
 
 # Errors beyond tests/cases.py's table (which holds correction_bits): they need a state.
