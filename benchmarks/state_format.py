@@ -316,6 +316,83 @@ def nu_decay(variant: quality.Variant, steps: int, drop_at: int) -> np.ndarray:
     return np.asarray(means)
 
 
+def trained_moments(task: quality.Task, steps: int, seed: int = 0) -> tuple[Any, Any]:
+    """float32 AdamW's (mu, nu) after ``steps`` of ``task``'s schedule, as quality trains it."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, task.learning_rate, max(1, task.steps // 20), task.steps, task.learning_rate / 20
+    )
+    tx = adam_optax.adamw(schedule, weight_decay=task.weight_decay)
+    data = jax.device_put(task.data)
+
+    def step(carry: Any, draw: Any) -> tuple[Any, None]:
+        params, state = carry
+        grads = jax.grad(task.loss)(params, task.batch(data, draw))
+        updates, state = tx.update(grads, state, params)
+        return (optax.apply_updates(params, updates), state), None
+
+    params = task.init(jax.random.key(seed))
+    draws = task.draw(np.random.default_rng(seed), steps)
+    (_, state), _ = jax.jit(lambda c, d: jax.lax.scan(step, c, d))((params, tx.init(params)), draws)
+    return state[0].mu, state[0].nu
+
+
+def _formats() -> dict[str, Any]:
+    """name -> (m, v) -> (m, v) read back after one round trip, round-to-nearest."""
+    from adam_optax import storage
+
+    def ours(block: int) -> Any:
+        def f(m: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+            trip = lambda x, signed: storage.dequantize_array(  # noqa: E731
+                storage.quantize(x, signed=signed, block_size=block)
+            )
+            return trip(m, True), trip(v, False)
+
+        return f
+
+    def flash(m: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return decode_momentum(encode_momentum(m)), decode_variance(encode_variance(v))
+
+    return {"8-bit (ours, 256)": ours(256), "8-bit block 32 (ours)": ours(32), FLASH: flash}
+
+
+def codec_errors(tasks: list[str], steps: int) -> dict[str, Any]:
+    """One round trip of float32 AdamW's trained moments through each format.
+
+    Per task and format, over the leaves of >= 4096 elements, with u = m / (sqrt(v) + eps)
+    the update direction (bias corrections ~1 by then): the relative RMS error of m, of
+    sqrt(v) and of u; the share of elements whose u read back is off by more than 2× (or
+    has the other sign); and the share whose v > 0 reads back as 0.
+    """
+    out: dict[str, Any] = {}
+    for name in tasks:
+        task = quality.TASKS[name](False)
+        mu, nu = trained_moments(task, steps)
+        pairs = [(m, v) for m, v in zip(jax.tree.leaves(mu), jax.tree.leaves(nu), strict=True)
+                 if m.ndim >= 1 and m.size >= MIN_QUANTIZED_SIZE]  # fmt: skip
+        out[task.name] = {}
+        for fmt, trip in _formats().items():
+            sums = np.zeros(8)
+            for m, v in pairs:
+                mq, vq = jax.jit(trip)(m, v)
+                m, v, mq, vq = (np.asarray(a, np.float64) for a in (m, v, mq, vq))
+                u, uq = m / (np.sqrt(v) + 1e-8), mq / (np.sqrt(vq) + 1e-8)
+                ratio = np.where(u != 0, uq / np.where(u != 0, u, 1), 1)
+                off = (ratio > 2) | (ratio < 0.5)
+                sums += [((mq - m) ** 2).sum(), (m**2).sum(),
+                         ((np.sqrt(vq) - np.sqrt(v)) ** 2).sum(), v.sum(),
+                         ((uq - u) ** 2).sum(), (u**2).sum(),
+                         off.sum(), ((v > 0) & (vq == 0)).sum()]  # fmt: skip
+            n = sum(m.size for m, _ in pairs)
+            out[task.name][fmt] = {
+                "m_rel_rms": float(np.sqrt(sums[0] / sums[1])),
+                "sqrt_v_rel_rms": float(np.sqrt(sums[2] / sums[3])),
+                "u_rel_rms": float(np.sqrt(sums[4] / sums[5])),
+                "u_off_2x": float(sums[6] / n),
+                "v_to_zero": float(sums[7] / n),
+            }
+    return {"steps": steps, "tasks": out}
+
+
 def markdown(result: dict[str, Any]) -> str:
     env = result["environment"]
     names = [v["name"] for v in result["variants"]]
@@ -375,26 +452,61 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [
             f"## (d) mean nu after the gradients shrink 100× at step {decay['drop_at']}",
             "",
-            f"A 16,384-element leaf, {decay['steps']} steps; float32 decays as 0.999^t towards 1e-4.",
+            f"A 16,384-element leaf, {decay['steps']} steps; float32 decays as 0.999^t "
+            "towards 1e-4.",
             "",
             "| row | final mean nu | ÷ float32 |",
             "|---|---|---|",
         ]
         for n, value in decay["final"].items():
             lines.append(f"| {n} | {value:.4g} | {value / f32:.2f} |")
+    codec = result.get("codec")
+    if codec:
+        lines += [
+            "",
+            f"## One round trip of float32 AdamW's moments after {codec['steps']} steps",
+            "",
+            "Leaves of >= 4096 elements, round-to-nearest, seed 0. Relative RMS errors of m, "
+            "of sqrt(v) and of the update direction u = m / (sqrt(v) + eps); the share of "
+            "elements whose u reads back more than 2× off (or flipped), and whose v > 0 "
+            "reads back as 0 (a later step with a zero gradient then divides m by eps alone).",
+            "",
+            "| task | format | m rel. RMS | sqrt(v) rel. RMS | u rel. RMS | u off > 2× | v -> 0 |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for task, by_format in codec["tasks"].items():
+            for fmt, e in by_format.items():
+                lines.append(
+                    f"| {task} | {fmt} | {e['m_rel_rms']:.2e} | {e['sqrt_v_rel_rms']:.2e} | "
+                    f"{e['u_rel_rms']:.2e} | {100 * e['u_off_2x']:.3f}% | "
+                    f"{100 * e['v_to_zero']:.3f}% |"
+                )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=quality.SEEDS)
+    parser.add_argument("--seeds", type=int, default=quality.SEEDS, help="seeds 0..N-1")
     parser.add_argument("--steps", type=int, default=quality.STEPS,
-                        help="steps per task (multiple of %(default)s's chunk, 250)")  # fmt: skip
+                        help="steps per task, a multiple of 250 (%(default)s)")  # fmt: skip
     parser.add_argument("--tasks", default=",".join(quality.TASKS))
     parser.add_argument("--variants", default=None, help="comma-separated rows (float32 always)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
-    parser.add_argument("--estimate", action="store_true")
+    parser.add_argument("--estimate", action="store_true",
+                        help="time 2 chunks per task and row; estimate the full run")  # fmt: skip
+    parser.add_argument("--codec-only", type=int, metavar="STEPS", default=None,
+                        help="add the round-trip errors of moments trained STEPS steps to "
+                        "OUT/state_format.json and .md, and run nothing else")  # fmt: skip
     args = parser.parse_args()
+    if args.codec_only is not None:
+        path = args.out / "state_format.json"
+        result = json.loads(path.read_text())
+        result["codec"] = codec_errors(args.tasks.split(","), args.codec_only)
+        result["codec"]["command"] = "python benchmarks/state_format.py " + " ".join(sys.argv[1:])
+        path.write_text(json.dumps(result, indent=1))
+        (args.out / "state_format.md").write_text(markdown(result))
+        print(markdown(result))
+        return
     quality.STEPS = args.steps  # the tasks read it when built
     quality.nu_decay = nu_decay  # (d), for run_all and estimate: reads FlashOptim's nu too
     tasks = args.tasks.split(",")
