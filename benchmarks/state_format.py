@@ -466,6 +466,8 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             f"## One round trip of float32 AdamW's moments after {codec['steps']} steps",
             "",
+            f"`{codec.get('command', '')}`",
+            "",
             "Leaves of >= 4096 elements, round-to-nearest, seed 0. Relative RMS errors of m, "
             "of sqrt(v) and of the update direction u = m / (sqrt(v) + eps); the share of "
             "elements whose u reads back more than 2× off (or flipped), and whose v > 0 "
