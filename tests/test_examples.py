@@ -454,30 +454,3 @@ def test_an_error_restoring_a_sound_save_surfaces_whole(a_save, monkeypatch):
     restored, history = common.Checkpoints(config).restore(state)  # and a sound one restores
     chex.assert_trees_all_equal(restored, state)
     assert history.epoch_end == [1]
-
-
-# bfloat16_byte_lm.py: the 7-byte set-up (master_weights(adamw8bit)) on a byte-level
-# transformer over the standard library's source, run tiny.
-BYTE_LM_TINY = ["--megabytes", "0.01", "--width", "32", "--layers", "1", "--heads", "2"]
-BYTE_LM_TINY += ["--context", "32", "--batch-size", "8", "--learning-rate", "1e-2"]
-
-
-def test_bfloat16_byte_lm_learns_in_bfloat16_with_a_small_state(capsys):
-    import bfloat16_byte_lm
-
-    runs = bfloat16_byte_lm.main(BYTE_LM_TINY)
-    history, per_param = runs["bfloat16"]
-    assert history.test_loss[-1] < np.log(256) - 1  # far below a uniform guess over bytes
-    assert 7.0 < per_param < 16.0  # tiny leaves keep float32 moments; large ones 8 bits
-    out = capsys.readouterr().out
-    assert re.search(r"^bfloat16: validation_loss=\d+\.\d{4} bytes_per_param=\d+\.\d\d", out, re.M)
-
-
-def test_bfloat16_byte_lm_bad_input_exits_2_with_one_line(capsys):
-    import bfloat16_byte_lm
-
-    with pytest.raises(SystemExit) as exited:
-        bfloat16_byte_lm.main([*BYTE_LM_TINY, "--heads", "3"])
-    assert exited.value.code == 2
-    err = capsys.readouterr().err
-    assert re.fullmatch(r"\S+: error: --width 32 must be a multiple of --heads 3\n", err), err
