@@ -61,6 +61,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from adam_optax import checks
 from adam_optax.transforms import _zeros_like
 
 _CORRECTED = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
@@ -230,11 +231,7 @@ def master_weights(
         >>> print(state.correction["w"].dtype)  # plain bfloat16 params would stay at 1
         int16
     """
-    if not (hasattr(tx, "init") and hasattr(tx, "update")):
-        raise TypeError(
-            f"master_weights: tx must be an optax GradientTransformation, got {tx!r} of "
-            f"type {type(tx).__name__}."
-        )
+    checks.transformation("tx", tx)
     if isinstance(correction_bits, bool) or correction_bits not in _CORRECTION_DTYPE:
         raise ValueError(
             f"correction_bits must be 8 or 16, got {correction_bits!r}. 8 stores an int8 "

@@ -29,6 +29,8 @@ import jax
 import jax.core
 import optax
 
+from adam_optax import checks
+
 # The memory kinds a transfer inside jit can name: jax.memory.Space.Host is pinned host memory.
 _SPACES = {"pinned_host": jax.memory.Space.Host}
 
@@ -73,6 +75,8 @@ def offload_state(
         A `GradientTransformation` whose state is `tx`'s, in `memory_kind`.
 
     Raises:
+        TypeError: `tx` is not an optax transform (such as the uncalled factory
+            `adam_optax.adamw`).
         ValueError: `memory_kind` is not ``"pinned_host"``; at `init`, a device that would
             hold the state has no such memory (the error names the kinds it has).
 
@@ -87,6 +91,7 @@ def offload_state(
         >>> updates["w"].sharding.memory_kind, state[0].nu["w"].sharding.memory_kind
         ('device', 'pinned_host')
     """
+    checks.transformation("tx", tx)
     if memory_kind not in _SPACES:
         raise ValueError(
             f"offload_state: memory_kind={memory_kind!r} is not supported; pass "

@@ -146,6 +146,27 @@ ERRORS = [
         r"correction_bits must be 8 or 16, got 12\. 8 stores an int8 correction",
     ),
     ErrorCase(
+        "master_weights_uncalled_factory",
+        "master_weights",
+        {"tx": optax.adamw},
+        TypeError,
+        r"tx must be an optax\.GradientTransformation, got the function .*adamw itself: call it",
+    ),
+    ErrorCase(
+        "offload_state_uncalled_factory",
+        "offload_state",
+        {"tx": optax.adam},
+        TypeError,
+        r"tx must be an optax\.GradientTransformation, got the function .*adam itself: call it",
+    ),
+    ErrorCase(
+        "offload_state_memory_kind",
+        "offload_state",
+        {"tx": optax.sgd(0.1), "memory_kind": "unpinned_host"},
+        ValueError,
+        r"memory_kind='unpinned_host' is not supported; pass 'pinned_host'",
+    ),
+    ErrorCase(
         "b1_one",
         "adam",
         {"learning_rate": 1e-3, "b1": 1.0},

@@ -442,7 +442,8 @@ def test_changed_param_dtype_fails(before, after, match):
 
 
 def test_not_a_transform_fails():
-    with pytest.raises(TypeError, match=r"tx must be an optax GradientTransformation"):
+    match = r"tx must be an optax\.GradientTransformation \(with init and update\), got 0\.001"
+    with pytest.raises(TypeError, match=match):
         adam_optax.master_weights(1e-3)
 
 
