@@ -539,15 +539,19 @@ def _whole_blocks_then_rest(shape: tuple[int, ...], block_size: int) -> list[tup
     Where a row's last block is short, the leaf splits in two: all whole blocks
     but the last, then the last whole block with the short one. The first part
     needs no padding (see ``_max_last``), so its loop is vectorized: 3x
-    faster on a flat 1e7 leaf. A part of one block is not split off: XLA:CPU
-    compiles its step with the operands of a sum in the other order, and the
-    fused multiply-add then rounds the new moments differently from the
-    encoding loops.
+    faster on a flat 1e7 leaf. A first part of a single block (one row) is
+    not split off, nor a second part of one short block: XLA:CPU compiles
+    their step with the operands of a sum in the other order, and the fused
+    multiply-add then rounds some new moments 1 ulp away from the unsplit
+    loop's (the stored scales would change).
     """
     n = shape[-1]
     block = _block(shape, block_size)[0]
     cut = (n // block - 1) * block
-    return [(0, n)] if n % block == 0 or cut < 2 * block else [(0, cut), (cut, n)]
+    rows = math.prod(shape[:-1])
+    if n % block == 0 or cut == 0 or rows * cut < 2 * block:
+        return [(0, n)]
+    return [(0, cut), (cut, n)]
 
 
 def _columns(m: QuantizedArray | None, lo: int, hi: int) -> QuantizedArray | None:
