@@ -194,6 +194,24 @@ def test_jit_equals_eager():
             np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
+def test_donated_step_holds_one_copy_of_the_codes_as_temporaries():
+    """The compiled, donated adamw8bit train step on a flat leaf (a short last
+    block included) keeps at most 1.5 bytes per parameter of temporaries: the
+    one copy of the old codes that XLA makes, and per-block arrays. Issue 17's
+    bound is 2; a copy of both moments' codes, as before the encoding loops
+    were chained, is 2.08."""
+    tx = adam_optax.adamw8bit(1e-3)
+    params = jax.ShapeDtypeStruct((10**6,), jnp.float32)
+    state = jax.eval_shape(tx.init, params)
+
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile()
+    assert compiled.memory_analysis().temp_size_in_bytes / 10**6 <= 1.5
+
+
 def test_8bit_trajectory_stays_close_to_float64_adam():
     """adam8bit against Kingma & Ba in float64: 100 steps of noisy gradients on a
     quadratic. Each step moves a parameter by at most about lr. A moment one or

@@ -162,17 +162,19 @@ def test_a_non_finite_gradient_element_harms_no_other_element():
         assert not np.isfinite(v), name
 
 
+@pytest.mark.parametrize("shape", [(8, 600), (2, 1100)])
 @pytest.mark.parametrize("stochastic_rounding", [False, True], ids=["nearest", "stochastic"])
 def test_update_stores_each_block_at_its_exact_absmax_and_each_element_at_a_neighbouring_code(
-    stochastic_rounding,
+    stochastic_rounding, shape
 ):
     """The round trip through ``update`` itself: after a step from an 8-bit
     state, each block's scale is the absmax of the exact new moments (computed
     in float64 from the dequantized old state), and each stored value is the
     nearest code value (round-to-nearest) or one of the two around it
-    (stochastic rounding). A ragged last block (600 = 2·256 + 88) included."""
+    (stochastic rounding). A ragged last block (600 = 2·256 + 88, 1100 = 4·256 + 76)
+    included: ``storage.apply`` reduces the whole blocks before it in a loop of their own."""
     rng = np.random.default_rng(1)
-    shape, b1, b2 = (8, 600), 0.9, 0.999
+    b1, b2 = 0.9, 0.999
     tx = adam_optax.scale_by_adam8bit(
         b1, b2, min_quantized_size=0, stochastic_rounding=stochastic_rounding
     )
@@ -188,9 +190,10 @@ def test_update_stores_each_block_at_its_exact_absmax_and_each_element_at_a_neig
     exact_v = b2 * np.asarray(old.nu, np.float64) + (1 - b2) * g * g
     for stored, exact in ((new.mu, exact_m), (new.nu, exact_v)):
         stored = storage.per_leaf(stored)
-        absmax = np.stack([np.abs(exact[:, s : s + 256]).max(-1) for s in (0, 256, 512)], -1)
+        starts = range(0, shape[-1], 256)
+        absmax = np.stack([np.abs(exact[:, s : s + 256]).max(-1) for s in starts], -1)
         np.testing.assert_allclose(np.asarray(stored.scales), absmax, rtol=1e-5)
-        per_element = np.repeat(absmax, 256, axis=-1)[:, :600]
+        per_element = np.repeat(absmax, 256, axis=-1)[:, : shape[-1]]
         table = storage.code_map(stored.signed).astype(np.float64)
         got = np.asarray(adam_optax.dequantize(stored), np.float64) / per_element
         x = exact / per_element
