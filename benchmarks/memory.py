@@ -1,4 +1,4 @@
-"""Bytes and step time of Adam's four state choices: float32, bf16, bf16+SR, 8-bit.
+"""Bytes and step time of Adam's state choices: float32, bf16, bf16+SR, 8-bit (SR and RTN).
 
 For each choice of ``adam_optax.adam`` state (and ``optax.adam`` as the reference):
   - state bytes per parameter: the sum of the state leaves' nbytes over the parameter
@@ -48,6 +48,7 @@ def optimizers() -> dict[str, optax.GradientTransformation]:
         "bf16": adam_optax.adam(1e-3, **bf16),
         "bf16+SR": adam_optax.adam(1e-3, **bf16, stochastic_rounding=True),
         "8-bit": adam_optax.adam8bit(1e-3),
+        "8-bit RTN": adam_optax.adam8bit(1e-3, stochastic_rounding=False),
     }
 
 
