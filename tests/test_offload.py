@@ -49,6 +49,10 @@ CASES = {  # name: (transform factory, params' sharding factory)
         ),
         lambda: NamedSharding(data_mesh(), P()),
     ),
+    "master_weights(adamw8bit), bf16 params": (
+        lambda: adam_optax.master_weights(adam_optax.adamw8bit(1e-2, min_quantized_size=1024)),
+        lambda: None,
+    ),
 }
 
 
@@ -83,6 +87,8 @@ def test_the_state_lives_in_host_memory_and_the_trajectory_is_unchanged(name):
     if "8 devices" in name and jax.device_count() < 8:
         pytest.skip("needs 8 devices (see conftest)")
     params = make_params(make_sharding())
+    if "bf16 params" in name:
+        params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
     expected = run(make_tx(), params, steps=3)
     offloaded = run(adam_optax.offload_state(make_tx()), params, steps=3)
     for (p, state), (p_ref, state_ref) in zip(offloaded, expected, strict=True):
