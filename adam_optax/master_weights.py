@@ -211,7 +211,12 @@ def master_weights(
     Returns:
         An optax ``GradientTransformationExtraArgs`` whose state is a
         ``MasterWeightsState(correction, inner)``. ``update`` needs the params.
-        Extra keyword arguments of ``update`` go to ``tx``.
+        Extra keyword arguments of ``update`` go to ``tx``. The updates of the
+        corrected leaves are float32 (a bfloat16 update could not land exactly), so
+        ``optax.MultiSteps(master_weights(...))`` needs optax 0.2.8 or newer: 0.2.7's
+        casts its accumulator to the updates' dtype, which then changes after the first
+        step (and fails under ``optax.apply_if_finite``). ``MultiSteps`` inside
+        ``master_weights`` works with any optax.
 
     Raises:
         ValueError: ``correction_bits`` other than 8 or 16; ``update`` without the

@@ -23,10 +23,12 @@ of every leaf, bit-identical trajectories), not the speed.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
 import jax.core
+import numpy as np
 import optax
 
 from adam_optax import checks
@@ -38,6 +40,16 @@ _SPACES = {"pinned_host": jax.memory.Space.Host}
 def _memory_kinds(device: Any) -> list[str]:
     """The memory kinds `device` can hold arrays in, such as ["device", "pinned_host"]."""
     return sorted(memory.kind for memory in device.addressable_memories())
+
+
+@functools.cache
+def _transfer_lands(device: Any, memory_kind: str) -> bool:
+    """Whether an array sent to `memory_kind` on `device` arrives there. jax's CPU backend
+    before 0.10.2 lists a "pinned_host" memory but leaves such an array, and the state
+    sent there inside jit, in device memory without a word."""
+    with jax.ensure_compile_time_eval():  # concrete even while init is being traced
+        probe = jax.device_put(np.zeros((), np.float32), device)
+        return jax.device_put(probe, _SPACES[memory_kind]).sharding.memory_kind == memory_kind
 
 
 def _devices_of(leaf: Any) -> list[Any]:
@@ -78,7 +90,9 @@ def offload_state(
         TypeError: `tx` is not an optax transform (such as the uncalled factory
             `adam_optax.adamw`).
         ValueError: `memory_kind` is not ``"pinned_host"``; at `init`, a device that would
-            hold the state has no such memory (the error names the kinds it has).
+            hold the state has no such memory (the error names the kinds it has), or its
+            backend leaves arrays sent there in device memory (jax's CPU backend before
+            0.10.2).
 
     Example:
         >>> import jax, jax.numpy as jnp, adam_optax
@@ -117,6 +131,14 @@ def offload_state(
                         f"{jax.tree_util.keystr(path)}) has no {memory_kind!r} memory; its "
                         f"memory kinds are {kinds}. Offload needs a backend with host "
                         "memory spaces (GPU, TPU, CPU); use the transform without offload_state."
+                    )
+                if not _transfer_lands(device, memory_kind):
+                    raise ValueError(
+                        f"offload_state: jax {jax.__version__} on {device} lists "
+                        f"{memory_kind!r} memory but leaves arrays sent there in device "
+                        "memory (as jax's CPU backend did before 0.10.2), so the state would "
+                        "not be offloaded. Upgrade jax, or use the transform without "
+                        "offload_state."
                     )
         return to_host(state)
 

@@ -66,3 +66,17 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     ):
         return True
     return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """offload_state's example needs a jax that puts arrays in host memory: its CPU backend
+    before 0.10.2 does not, and offload_state then refuses (tests/test_offload.py)."""
+    doctests = [item for item in items if item.name == "adam_optax.offload.offload_state"]
+    if not doctests:
+        return
+    import jax
+
+    host = jax.device_put(jax.numpy.zeros(()), jax.memory.Space.Host)
+    if host.sharding.memory_kind != "pinned_host":
+        for item in doctests:
+            item.add_marker(pytest.mark.skip(reason=f"jax {jax.__version__}: no host memory"))

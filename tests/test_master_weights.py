@@ -24,6 +24,8 @@ from jax.sharding import PartitionSpec as P
 
 import adam_optax
 
+_OPTAX = tuple(int(part) for part in optax.__version__.split(".")[:3])
+
 BF16 = jnp.bfloat16
 # the module (the package's name master_weights is the function)
 mw_module = importlib.import_module("adam_optax.master_weights")
@@ -363,6 +365,8 @@ COMPOSITIONS = {
 
 @pytest.mark.parametrize("name", list(COMPOSITIONS))
 def test_composes_and_equals_float32_params(name):
+    if name == "multisteps_apply_if_finite_outside" and _OPTAX < (0, 2, 8):
+        pytest.skip("optax < 0.2.8: MultiSteps casts its accumulator to the updates' dtype")
     build, grads = COMPOSITIONS[name]
     params = _mixed_params()  # bfloat16 w, float16 h, float32 b
     tx = build(lambda inner: adam_optax.master_weights(inner, correction_bits=16))
