@@ -195,7 +195,7 @@ def _leaves_with_paths(tree):
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=_ids)
-@examples(3)
+@examples(2)
 @given(problem=problems())
 def test_jit_matches_eager(config, problem):
     """Each step, from the same inputs, compiled and eager agree to float32 rounding.
@@ -257,7 +257,7 @@ def _moment_states(state) -> list:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=_ids)
-@examples(6)
+@examples(5)
 @given(problem=problems())
 def test_dtypes_and_structure_preserved(config, problem):
     tx = make(config)
@@ -305,7 +305,7 @@ WITHOUT_DECAY = [c for c in CONFIGS if _weight_decay(c) == 0]
 
 
 @pytest.mark.parametrize("config", WITHOUT_DECAY, ids=_ids)
-@examples(6)
+@examples(5)
 @given(
     problem=problems(dtypes=(jnp.float32, jnp.bfloat16), values=NONZERO),
     k=st.integers(-10, 10),
@@ -332,7 +332,7 @@ def test_power_of_two_scale_gives_identical_updates(config, problem, k):
 
 
 @pytest.mark.parametrize("config", WITHOUT_DECAY, ids=_ids)
-@examples(6)
+@examples(5)
 @given(problem=problems(dtypes=(jnp.float32,), values=NONZERO), log_c=st.floats(-3, 3))
 def test_any_scale_gives_the_same_updates(config, problem, log_c):
     """c = 10^log_c in [1e-3, 1e3]: the same updates up to rounding.
@@ -455,7 +455,7 @@ def _bound_slack(config: Config, dtype, t: int) -> float:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=_ids)
-@examples(6)
+@examples(5)
 @given(
     problem=problems(steps=6, dtypes=(jnp.float32, jnp.bfloat16), values=MODERATE, first=NONZERO)
 )
@@ -483,7 +483,7 @@ def test_step_is_bounded(config, problem):
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=_ids)
-@examples(6)
+@examples(5)
 @given(problem=problems(steps=1, values=NONZERO))
 def test_first_step_is_lr_times_sign(config, problem):
     """Step 1 with eps = 0 is -lr · B_1 · sign(g): B_1 = 1 for Adam, AMSGrad with
