@@ -1,7 +1,7 @@
 """Train a byte-level transformer in 7 bytes per parameter: bfloat16 params and gradients,
 8-bit AdamW moments, and an int8 correction that makes each weight a 16-bit master.
 
-    python examples/bfloat16_byte_lm.py                       # about 2 minutes on 2 cores
+    python examples/bfloat16_byte_lm.py                       # about a minute on 2 cores
     python examples/bfloat16_byte_lm.py --compare-float32     # then again in float32
 
 The text is the Python standard library's own source, read from this Python's install
