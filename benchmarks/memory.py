@@ -369,7 +369,27 @@ def training_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def training_main(args: argparse.Namespace) -> None:
+def environment(argv: list[str], commit: str, load_before: float) -> dict[str, Any]:
+    """The run's command, versions and machine load, stored beside its figures."""
+    return {
+        "command": " ".join(["python benchmarks/memory.py", *argv]),
+        "jax": jax.__version__,
+        "adam_optax_commit": commit,
+        "cpus": os.cpu_count(),
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+    }
+
+
+def write(out: Path, stem: str, result: dict[str, Any], table: str) -> None:
+    """``stem``.json and ``stem``.md in ``out``; the table is printed too."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{stem}.md").write_text(table)
+    print(table)
+
+
+def training_main(args: argparse.Namespace, argv: list[str]) -> None:
     n, rounds = (10**6, 3) if args.quick else (10**7, args.rounds or 5)
     load_before, commit = os.getloadavg()[0], git_commit()
     shapes = gpt2_like()
@@ -387,19 +407,9 @@ def training_main(args: argparse.Namespace) -> None:
         "rounds": rounds,
         "setups": setups,
         "time": timing,
-        "environment": {
-            "command": " ".join(["python benchmarks/memory.py", *sys.argv[1:]]),
-            "jax": jax.__version__,
-            "adam_optax_commit": commit,
-            "cpus": os.cpu_count(),
-            "load_before": load_before,
-            "load_after": os.getloadavg()[0],
-        },
+        "environment": environment(argv, commit, load_before),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "memory_training.json").write_text(json.dumps(result, indent=1))
-    (args.out / "memory_training.md").write_text(training_markdown(result))
-    print(training_markdown(result))
+    write(args.out, "memory_training", result, training_markdown(result))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -408,9 +418,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=None, help="default 15 (3 with --quick)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     parser.add_argument("--training", action="store_true", help="params+grads+state instead")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if args.training:
-        return training_main(args)
+        return training_main(args, argv)
     n, rounds = (10**6, 3) if args.quick else (10**7, 15)
     rounds = args.rounds or rounds
     load_before, commit = os.getloadavg()[0], git_commit()
@@ -424,25 +435,14 @@ def main(argv: list[str] | None = None) -> None:
             print(name, tree_name, choices[name][tree_name], file=sys.stderr, flush=True)
     for name, timing in step_times(txs, n, rounds).items():
         choices[name]["time"] = timing
-    command = " ".join(["python benchmarks/memory.py", *(sys.argv[1:] if argv is None else argv)])
     result = {
         "n": n,
         "rounds": rounds,
         "mixed_params": size(trees["mixed"]),
         "choices": choices,
-        "environment": {
-            "command": command,
-            "jax": jax.__version__,
-            "adam_optax_commit": commit,
-            "cpus": os.cpu_count(),
-            "load_before": load_before,
-            "load_after": os.getloadavg()[0],
-        },
+        "environment": environment(argv, commit, load_before),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "memory.json").write_text(json.dumps(result, indent=1))
-    (args.out / "memory.md").write_text(markdown(result))
-    print(markdown(result))
+    write(args.out, "memory", result, markdown(result))
 
 
 if __name__ == "__main__":
