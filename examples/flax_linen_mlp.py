@@ -6,7 +6,8 @@
 
 Top to bottom: the data, the model, the optimizer, a jitted train step that returns the
 next TrainState in the buffers of the last, an eval step, the training loop and the
-command line. common.py holds what flax_mlp.py shares with it: data, options, checkpoints.
+command line. common.py holds what flax_mlp.py shares with it: data, options, checkpoints;
+the optimizer is flax_mlp.py's own.
 """
 
 import argparse
@@ -18,11 +19,9 @@ from typing import Any
 import common
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
-
-import adam_optax
+from flax_mlp import create_optimizer
 
 # 1. The data: common.load_data() gives flattened images scaled to [0, 1] and integer
 #    labels: scikit-learn's 8x8 digits (1,437 to train on, 360 to test), or --data's .npz.
@@ -42,29 +41,9 @@ class MLP(nn.Module):
         return nn.Dense(self.num_classes)(x)
 
 
-# 3. The optimizer: adam_optax.adamw is a drop-in for optax.adamw.
-def create_optimizer(config: argparse.Namespace, total_steps: int) -> optax.GradientTransformation:
-    """Clips the gradients to global norm 1, then takes an AdamW step whose learning rate
-    warms up linearly from 0 over the first 10% of the steps, then follows a cosine to 0."""
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=config.learning_rate,
-        warmup_steps=total_steps // 10,
-        decay_steps=total_steps,
-    )
-    decay = config.weight_decay
-    if config.state == "float32":  # --state: how AdamW stores its moments mu and nu
-        adamw = adam_optax.adamw(schedule, weight_decay=decay)
-    elif config.state == "bfloat16":  # half the bytes; stochastic rounding keeps them unbiased
-        bf16 = {"mu_dtype": jnp.bfloat16, "nu_dtype": jnp.bfloat16}
-        adamw = adam_optax.adamw(
-            schedule, weight_decay=decay, **bf16, stochastic_rounding=True, seed=config.seed
-        )
-    else:  # "8bit": a quarter, on the leaves of 4096 elements or more
-        adamw = adam_optax.adamw8bit(schedule, weight_decay=decay)
-    if config.optimizer == "optax.adamw":  # --compare-optax: the same run with optax's own
-        adamw = optax.adamw(schedule, weight_decay=config.weight_decay)
-    return optax.chain(optax.clip_by_global_norm(1.0), adamw)
+# 3. The optimizer: create_optimizer, imported from flax_mlp.py, which builds it from the
+#    same options (--state, --compare-optax): gradient clipping, then adam_optax.adamw on a
+#    warmup-cosine schedule.
 
 
 # 4. The train and eval steps.
