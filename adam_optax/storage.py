@@ -538,8 +538,8 @@ def _whole_blocks_then_rest(shape: tuple[int, ...], block_size: int) -> list[tup
 
     Where a row's last block is short, the leaf splits in two: all whole blocks
     but the last, then the last whole block with the short one. The first part
-    needs no padding (see ``_max_last``), so its loop is vectorized: 3x
-    faster on a flat 1e7 leaf. A first part of a single block (one row) is
+    needs no padding (see ``_max_last``), so its loop is vectorized, where the
+    padded one is not. A first part of a single block (one row) is
     not split off, nor a second part of one short block: XLA:CPU compiles
     their step with the operands of a sum in the other order, and the fused
     multiply-add then rounds some new moments 1 ulp away from the unsplit

@@ -5,7 +5,7 @@ hundreds of parameter arrays has: the time of ``jax.jit(step, donate_argnums=
 (0, 1)).lower(...).compile()`` for each optimizer, from abstract shapes, in one
 process, each optimizer's median over ``--repeats`` fresh compiles (the
 compilation cache is cleared between them), and its ratio to optax.adamw's.
-Target (issue 17): at most 3x optax.adamw for the 8-bit and the bfloat16 +
+Target: at most 3x optax.adamw for the 8-bit and the bfloat16 +
 stochastic rounding states.
 
     python benchmarks/compile_time.py                 # -> benchmarks/out/compile_time.json

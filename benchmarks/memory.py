@@ -7,13 +7,13 @@ For each choice of ``adam_optax.adam`` state (and ``optax.adam`` as the referenc
     ``jax.jit(step, donate_argnums=(0, 1)).lower(...).compile().memory_analysis()``;
   - the donated train step's time on a flat 1e7 vector, as the median over interleaved
     rounds of its ratio to ``optax.adam`` in the same round (one process).
-Targets (issue 12): 8-bit state <= 2.05 B/param on large leaves (float32: 8),
+Targets: 8-bit state <= 2.05 B/param on large leaves (float32: 8),
 temporaries <= 2 B/param, step time <= 1.5× optax.adam.
 
     python benchmarks/memory.py                           # -> benchmarks/out/
     python benchmarks/memory.py --out benchmarks/results  # update the published results
     python benchmarks/memory.py --quick                   # 1e6 params, 3 rounds
-    python benchmarks/memory.py --training                # params + grads + state (issue 19)
+    python benchmarks/memory.py --training                # params + grads + state
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --- Training memory: params + grads + state (issue 19, the 7-byte set-up) -------------
+# --- Training memory: params + grads + state (the 7-byte set-up) -----------------------
 # Separate from the state-choice table above: run with --training.
 
 TRAINING_TARGETS = {"held": 7.2, "checkpoint": 5.1}  # B/param for master_weights(adamw8bit)

@@ -1,8 +1,8 @@
 """FlashOptim's 8-bit state format against ours, on quality.py's tasks at about the same bytes.
 
-Issue 19, item 3: "Also measure FlashOptim's state format (companded momentum, square-root
-variance, groups of 32 with float16 scales) against our dynamic-map blocks of 256 on the
-same tasks and bytes. Adopt it if it is better at no more bytes; otherwise record why not."
+The question: is FlashOptim's state format (companded momentum, square-root variance, groups
+of 32 with float16 scales) better than our dynamic-map blocks of 256 on the same tasks, at no
+more bytes? If not, the report records why not.
 
 The format (Ortiz et al., "FlashOptim: Optimizers for Memory Efficient Training",
 arXiv 2602.23349, 2026), written here from its description, per group G of ``GROUP`` = 32
@@ -399,7 +399,7 @@ def markdown(result: dict[str, Any]) -> str:
     others = [n for n in names if n != quality.REFERENCE]
     pct = quality.percent
     lines = [
-        "# FlashOptim's 8-bit state format against ours (issue 19, item 3)",
+        "# FlashOptim's 8-bit state format against ours",
         "",
         f"`{result['command']}` at adam_optax {env['adam_optax_commit']}: seeds "
         f"{result['seeds']}, jax {env['jax']}, {env['cpus']} CPUs, load average "

@@ -46,7 +46,7 @@ def _first_update(g, b1, b2, eps, rounded):
 
 @pytest.mark.parametrize("b2, cost", [(0.999, 6.6e-6), (0.9999, 8.3e-5)])
 def test_bias_correction_rounds_b_to_float32_like_optax(b2, cost):
-    """The README's figure: what optax's float32 b**t costs against PyTorch's float64.
+    """The Numerics guide's figure: what optax's float32 b**t costs against PyTorch's float64.
 
     The cost is the first update's relative difference (it shrinks once b^t is
     small); at b2=0.999, 0.2e-6 of it comes from b1 = 0.9 rounded.
