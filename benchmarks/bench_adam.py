@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from run_record import git_commit
 
 LEARNING_RATE = 1e-3
 ADAM_BYTES_PER_PARAM = 28  # float32: read p, g, m, v (16 B) + write p, m, v (12 B)
@@ -443,6 +444,7 @@ def environment(torch_note: str = "not measured") -> dict[str, Any]:
         f"optax {optax.__version__}",
         "torch": torch_note,
         "adam_optax": f"{adam_optax.__version__} from {adam_optax.__file__}",
+        "commit": git_commit(),
         "XLA_FLAGS": os.environ.get("XLA_FLAGS", "(unset)"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "load_1min_start": load_average(),

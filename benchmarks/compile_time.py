@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from run_record import git_commit, utc_now
 
 import adam_optax
 
@@ -85,6 +86,8 @@ def main() -> None:
         "samples_s": seconds,
         "environment": {
             "command": " ".join(["python benchmarks/compile_time.py", *sys.argv[1:]]),
+            "date": utc_now(),
+            "adam_optax_commit": git_commit(),
             "jax": jax.__version__,
             "cpus": os.cpu_count(),
             "load_before": load_before,

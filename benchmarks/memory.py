@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from quality import git_commit
+from run_record import git_commit, utc_now
 
 import adam_optax
 
@@ -141,7 +141,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Memory and step time of Adam's state choices",
         "",
-        f"`{env['command']}` at adam_optax {env['adam_optax_commit']}: jax {env['jax']}, "
+        f"`{env['command']}` at adam_optax {env['adam_optax_commit']}, "
+        f"{env.get('date', 'date not recorded')}: "
+        f"jax {env['jax']}, "
         f"{env['cpus']} CPUs, load average "
         f"{env['load_before']:.1f} before / {env['load_after']:.1f} after (shared machine); "
         f"step time on flat {result['n']:.0e} float32, donated, median over "
@@ -337,7 +339,9 @@ def training_markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Training memory: params + grads + optimizer state",
         "",
-        f"`{env['command']}` at adam_optax {env['adam_optax_commit']}: jax {env['jax']}, "
+        f"`{env['command']}` at adam_optax {env['adam_optax_commit']}, "
+        f"{env.get('date', 'date not recorded')}: "
+        f"jax {env['jax']}, "
         f"{env['cpus']} CPUs, load average {env['load_before']:.1f} before / "
         f"{env['load_after']:.1f} after (shared machine). GPT-2-like tree "
         f"({result['mixed_params']:,} params, d_model 192). Bytes per parameter held across "
@@ -373,6 +377,7 @@ def environment(argv: list[str], commit: str, load_before: float) -> dict[str, A
     """The run's command, versions and machine load, stored beside its figures."""
     return {
         "command": " ".join(["python benchmarks/memory.py", *argv]),
+        "date": utc_now(),
         "jax": jax.__version__,
         "adam_optax_commit": commit,
         "cpus": os.cpu_count(),

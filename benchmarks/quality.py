@@ -77,7 +77,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -88,19 +87,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from run_record import git_commit, utc_now
 
 import adam_optax
-
-
-def git_commit() -> str:
-    """The checkout's commit, so that a result names the adam_optax it measured."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                              capture_output=True, text=True, timeout=10)  # fmt: skip
-        return head.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
 
 Params = Any
 Batch = Any
@@ -553,7 +542,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Quality of Adam's low-memory state",
         "",
-        f"`{env['command']}` at adam_optax {env['adam_optax_commit']}: seeds {result['seeds']}, "
+        f"`{env['command']}` at adam_optax {env['adam_optax_commit']}, "
+        f"{env.get('date', 'date not recorded')}: seeds {result['seeds']}, "
         f"jax {env['jax']}, {env['cpus']} CPUs, "
         f"load average {env['load_before']:.1f} before / {env['load_after']:.1f} after, "
         f"{result['seconds']:.0f} s.",
@@ -724,6 +714,7 @@ def run_all(
     ``nu_decay_steps``: (drop_at, steps) for (d); (0, 0) skips it.
     """
     start, load_before, commit = time.perf_counter(), os.getloadavg()[0], git_commit()
+    date = utc_now()
     rows = variants() if rows is None else rows
     if rows[0].name != REFERENCE:
         raise ValueError(f"rows: the first must be {REFERENCE!r}, got {rows[0].name!r}")
@@ -771,6 +762,7 @@ def run_all(
         "seconds": time.perf_counter() - start,
         "environment": {
             "command": command,
+            "date": date,
             "jax": jax.__version__,
             "adam_optax_commit": commit,
             "python": platform.python_version(),

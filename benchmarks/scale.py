@@ -50,9 +50,11 @@ def main(argv: list[str] | None = None) -> None:
     import optax
     from jax.sharding import Mesh, NamedSharding
     from jax.sharding import PartitionSpec as P
+    from run_record import git_commit, load_average, utc_now
 
     import adam_optax
 
+    date, commit, load_before = utc_now(), git_commit(), load_average()
     if args.distributed:
         jax.distributed.initialize()
     mesh = Mesh(np.array(jax.devices()), ("data",))
@@ -162,6 +164,10 @@ def main(argv: list[str] | None = None) -> None:
         "jax": jax.__version__,
         "rows": rows,
         "command": "python benchmarks/scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "date": date,
+        "adam_optax_commit": commit,
+        "load_before": load_before,
+        "load_after": load_average(),
     }
 
     def line(name: str, row: dict) -> str:
@@ -174,6 +180,11 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     table = [
+        "# State bytes and step time of shard_state and offload_state",
+        "",
+        f"`{result['command'].strip()}` at adam_optax {commit}, {date}: jax {jax.__version__}, "
+        f"{os.cpu_count()} CPUs, load average {load_before} before / {result['load_after']} after.",
+        "",
         f"{num_params:,} float32 params, adamw, {n} {platform} devices, "
         f"{args.rounds} interleaved rounds of {args.steps} steps (jax {jax.__version__})",
         "",

@@ -401,7 +401,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# FlashOptim's 8-bit state format against ours",
         "",
-        f"`{result['command']}` at adam_optax {env['adam_optax_commit']}: seeds "
+        f"`{result['command']}` at adam_optax {env['adam_optax_commit']}, "
+        f"{env.get('date', 'date not recorded')}: seeds "
         f"{result['seeds']}, jax {env['jax']}, {env['cpus']} CPUs, load average "
         f"{env['load_before']:.1f} before / {env['load_after']:.1f} after, "
         f"{result['seconds']:.0f} s.",

@@ -13,12 +13,15 @@ import functools
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
+# The benchmarks import their siblings by name, as when run from their folder.
+sys.path.insert(0, str(SCRIPT.parent))
 spec = importlib.util.spec_from_file_location("quality", SCRIPT)
 quality = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(quality)

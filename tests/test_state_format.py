@@ -9,6 +9,7 @@ linearly in uint8 (0..255). Nothing here is computed by the code under test.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import jax
@@ -16,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "state_format.py"
+# The benchmarks import their siblings by name, as when run from their folder.
+sys.path.insert(0, str(SCRIPT.parent))
 spec = importlib.util.spec_from_file_location("state_format", SCRIPT)
 sf = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(sf)
