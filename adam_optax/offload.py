@@ -62,7 +62,7 @@ def _devices_of(leaf: Any) -> list[Any]:
 
 def offload_state(
     tx: optax.GradientTransformation, memory_kind: str = "pinned_host"
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
     """`tx` with its state kept in host memory between steps.
 
     `init` returns `tx`'s state with every leaf moved to `memory_kind` (each array keeps
@@ -83,8 +83,13 @@ def offload_state(
             the target of a transfer inside `jit` (`jax.memory.Space.Host`).
             Default: ``'pinned_host'``.
 
+    Extra keyword arguments of `update` (such as the ``value`` that
+    `optax.contrib.reduce_on_plateau` needs) are passed on to `tx.update`, as `optax.chain`
+    passes them: to a `GradientTransformationExtraArgs` whole, to a plain
+    `GradientTransformation` not at all.
+
     Returns:
-        A `GradientTransformation` whose state is `tx`'s, in `memory_kind`.
+        A `GradientTransformationExtraArgs` whose state is `tx`'s, in `memory_kind`.
 
     Raises:
         TypeError: `tx` is not an optax transform (such as the uncalled factory
@@ -113,6 +118,7 @@ def offload_state(
             "name (jax.memory.Space)."
         )
     host = _SPACES[memory_kind]
+    tx = optax.with_extra_args_support(tx)
 
     def to_host(tree: Any) -> Any:
         return jax.tree.map(lambda x: jax.device_put(x, host), tree)
@@ -143,9 +149,12 @@ def offload_state(
         return to_host(state)
 
     def update_fn(
-        updates: optax.Updates, state: optax.OptState, params: optax.Params | None = None
+        updates: optax.Updates,
+        state: optax.OptState,
+        params: optax.Params | None = None,
+        **extra_args: Any,
     ) -> tuple[optax.Updates, optax.OptState]:
-        updates, state = tx.update(updates, to_device(state), params)
+        updates, state = tx.update(updates, to_device(state), params, **extra_args)
         return updates, to_host(state)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -364,7 +364,7 @@ def shard_state(
     axis: str = "data",
     *,
     param_shardings: Any = None,
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
     """`tx` with its state sharded over the mesh axis `axis` (ZeRO stage 1).
 
     Every state leaf that mirrors a params leaf starts from that param's spec, and gets
@@ -397,8 +397,13 @@ def shard_state(
             layout too, the two must agree. None reads it from the params.
             Default: ``None``.
 
+    Extra keyword arguments of `update` (such as the ``value`` that
+    `optax.contrib.reduce_on_plateau` needs) are passed on to `tx.update`, as `optax.chain`
+    passes them: to a `GradientTransformationExtraArgs` whole, to a plain
+    `GradientTransformation` not at all.
+
     Returns:
-        A `GradientTransformation` whose state is a `ShardedState`.
+        A `GradientTransformationExtraArgs` whose state is a `ShardedState`.
 
     Raises:
         TypeError: `tx` is not an optax transform (such as the uncalled factory
@@ -425,6 +430,7 @@ def shard_state(
     checks.mesh("mesh", mesh)
     checks.mesh_axis("axis", axis, mesh)
     given = None if param_shardings is None else _given_specs(param_shardings, mesh)
+    tx = optax.with_extra_args_support(tx)
 
     def init_fn(params: optax.Params) -> ShardedState:
         param_specs = _param_specs(params, given, mesh)
@@ -441,13 +447,16 @@ def shard_state(
         return ShardedState(_place(inner, state_specs, mesh), state_specs, update_specs)
 
     def update_fn(
-        updates: optax.Updates, state: ShardedState, params: optax.Params | None = None
+        updates: optax.Updates,
+        state: ShardedState,
+        params: optax.Params | None = None,
+        **extra_args: Any,
     ) -> tuple[optax.Updates, ShardedState]:
-        updates, inner = tx.update(updates, state.inner, params)
+        updates, inner = tx.update(updates, state.inner, params, **extra_args)
         inner = _place(inner, state.state_specs, mesh)
         updates = _place(updates, state.update_specs, mesh)
         return updates, ShardedState(inner, state.state_specs, state.update_specs)
 
     # optax types a state as chex's ArrayTree (arrays, iterables, mappings), which leaves out
     # registered dataclass pytrees such as ShardedState; optax itself accepts any pytree.
-    return optax.GradientTransformation(init_fn, update_fn)  # pyright: ignore[reportArgumentType]
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)  # pyright: ignore[reportArgumentType]
