@@ -656,8 +656,9 @@ def adam8bit(
         amsgrad: use AMSGrad (Reddi et al. 2018) in PyTorch's and Keras's convention: the
             denominator uses the running max of the raw v_t, bias-corrected after the max. The
             state gains ``nu_max`` (``ScaleByAmsgradState``). For optax's convention, the max of
-            the bias-corrected v̂_t, use ``amsgrad``. The running max is stored like v. Default:
-            ``False``.
+            the bias-corrected v̂_t, use ``amsgrad``. The running max is stored like v, but
+            rounded up (against block scales rounded up to powers of two), so that it never
+            falls. Default: ``False``.
         eps_hat: add eps to sqrt(v_t) before the bias correction, the ε̂ of the paper's §2, as
             TensorFlow and Keras do: the denominator becomes sqrt(v̂_t) + eps / sqrt(1 - b2^t).
             Default: ``False``.
@@ -765,8 +766,9 @@ def adamw8bit(
         amsgrad: use AMSGrad (Reddi et al. 2018) in PyTorch's and Keras's convention: the
             denominator uses the running max of the raw v_t, bias-corrected after the max. The
             state gains ``nu_max`` (``ScaleByAmsgradState``). For optax's convention, the max of
-            the bias-corrected v̂_t, use ``amsgrad``. The running max is stored like v. Default:
-            ``False``.
+            the bias-corrected v̂_t, use ``amsgrad``. The running max is stored like v, but
+            rounded up (against block scales rounded up to powers of two), so that it never
+            falls. Default: ``False``.
         eps_hat: add eps to sqrt(v_t) before the bias correction, the ε̂ of the paper's §2, as
             TensorFlow and Keras do: the denominator becomes sqrt(v̂_t) + eps / sqrt(1 - b2^t).
             Default: ``False``.

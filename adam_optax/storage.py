@@ -370,19 +370,38 @@ def _encode_with(
     signed: bool,
     block_size: int,
     key: jax.Array | None = None,
+    round_up: bool = False,
 ) -> QuantizedArray:
     """x stored with the given block scales, each >= its block's largest finite |x|.
 
     A non-finite element stores 0 (signed, m) or its block's scale (unsigned,
     v): no momentum, and the largest v of its block, so its next updates are
     small. ``key`` makes the rounding stochastic (see ``_encode_magnitude``).
+
+    ``round_up`` stores instead the smallest code whose value, read back as
+    ``dequantize_array`` reads it (code value times scale, in float32), is
+    >= x, for a running max that must never fall: the nearest code, then one
+    code up where it reads back below x. A ceiling of the position on the
+    grid would not do: x / scale in float32 can land just above a code that
+    x equals, and a max that stays put would climb a code every step. Each
+    scale is also rounded up, to a power of two: a value kept from the step
+    before is on the old grid, and rounding it up onto a new one can add a
+    code gap, so the grid changes only when its block's max doubles, not
+    every time it grows.
     """
+    if round_up:
+        mantissa, exponent = jnp.frexp(scales)
+        up = (mantissa > 0.5) & (exponent <= 127)  # 2**128 is not a float32
+        scales = jnp.where(up, jnp.ldexp(jnp.ones_like(scales), exponent), scales)
     # The barrier keeps XLA from recomputing the per-block inverse per element.
     inverse = jax.lax.optimization_barrier(jnp.where(scales > 0, 1 / scales, 0))
     normalized = x * _per_element(inverse, x.shape, block_size)
     normalized = jnp.where(jnp.isfinite(x), normalized, 0.0 if signed else 1.0)
-    u = None if key is None else _uniform(key, x.shape)
+    u = None if key is None or round_up else _uniform(key, x.shape)
     codes = _encode(normalized, signed, u)
+    if round_up:
+        below = _decode(codes, signed) * _per_element(scales, x.shape, block_size) < x
+        codes = jnp.where(below & (codes < 255), codes + 1, codes).astype(jnp.uint8)
     return QuantizedArray(codes, scales, tuple(x.shape), signed, block_size)
 
 
@@ -564,13 +583,26 @@ def _columns(m: QuantizedArray | None, lo: int, hi: int) -> QuantizedArray | Non
     return QuantizedArray(m.codes[..., lo:hi], scales, shape, m.signed, m.block_size)
 
 
-def apply(step: Any, g: jax.Array, moments: tuple[Any, ...], key: jax.Array | None = None):
+def apply(
+    step: Any,
+    g: jax.Array,
+    moments: tuple[Any, ...],
+    key: jax.Array | None = None,
+    round_up: tuple[bool, ...] | None = None,
+):
     """Runs one optimizer ``step`` on a leaf whose moments are stored in any format.
 
     ``step(g, *moments)`` returns ``(update, *new_moments)``, elementwise; it
     receives plain moments as stored (and casts them itself) and 8-bit ones
     dequantized, and its new moments are stored in their old formats. A None
     moment stays None. ``key`` gives stochastic rounding its random bits.
+    ``round_up`` (one flag per moment; None: none) stores the flagged 8-bit
+    moments rounded up, never below the step's value, without stochastic
+    rounding and against scales rounded up to powers of two: for AMSGrad's
+    running max, whose stored value must never fall (see ``_encode_with``).
+    A plain or 16-bit running max needs no flag: its new value is the max of
+    its old, stored one and v_t, so its nearest value, and either neighbour
+    of stochastic rounding, is never below the old.
 
     8-bit moments are stored with exact block statistics, as in bitsandbytes
     and torchao: each block's new scale is the largest finite |value| of the
@@ -629,6 +661,7 @@ def apply(step: Any, g: jax.Array, moments: tuple[Any, ...], key: jax.Array | No
             # After the moments encoded before it (``stored``): see the docstring.
             again = jax.lax.optimization_barrier((g, moments, scales_of[i], stored))
             new, scales, stored = new_moments(*again[:2])[1 + i], again[2], again[3]
-            m = _encode_with(new, scales, m.signed, m.block_size, keys[i])
+            up = bool(round_up and round_up[i])
+            m = _encode_with(new, scales, m.signed, m.block_size, keys[i], round_up=up)
         stored.append(m)
     return update, *stored

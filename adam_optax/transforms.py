@@ -141,7 +141,8 @@ def _adam_leaf(g, mu, nu, nu_max, k: _Scalars, key=None):
     def step(g, mu, nu, nu_max):
         return _adam_step(g, mu, nu, nu_max, k)
 
-    return storage.apply(step, g, (mu, nu, nu_max), key)
+    # The running max is rounded up, so that its stored value never falls.
+    return storage.apply(step, g, (mu, nu, nu_max), key, round_up=(False, False, True))
 
 
 @jax.jit
@@ -609,7 +610,8 @@ def scale_by_adam8bit(
             denominator uses the running max of the raw v_t, bias-corrected after the max. The
             state gains ``nu_max`` (``ScaleByAmsgradState``). For optax's convention, the max of
             the bias-corrected v̂_t, use ``scale_by_amsgrad``. The running max is stored like
-            v. Default: ``False``.
+            v, but rounded up (against block scales rounded up to powers of two), so that it
+            never falls. Default: ``False``.
         eps_hat: add eps to sqrt(v_t) before the bias correction, the ε̂ of the paper's §2, as
             TensorFlow and Keras do: the denominator becomes sqrt(v̂_t) + eps / sqrt(1 - b2^t).
             Default: ``False``.
