@@ -235,12 +235,15 @@ class _Blocks(NamedTuple):
     min_quantized_size: Any
 
     def applies(self, param: Any) -> bool:
-        """Real leaves of at least one axis and ``min_quantized_size`` elements."""
+        """Real leaves of at least one axis, one element and ``min_quantized_size`` elements.
+
+        An empty leaf has no blocks to quantize; its float32 moments have no bytes either.
+        """
         shape = jnp.shape(param)
         smallest = checks.static_integer("min_quantized_size", self.min_quantized_size)
         return (
             len(shape) >= 1
-            and math.prod(shape) >= smallest
+            and math.prod(shape) >= max(smallest, 1)
             and not jnp.issubdtype(param.dtype, jnp.complexfloating)
         )
 

@@ -11,6 +11,8 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import optax
 
+import adam_optax
+
 
 class Config(NamedTuple):
     id: str
@@ -122,6 +124,39 @@ CONFIGS = [
         "adam",
         {"learning_rate": _LR, "nu_dtype": jnp.float32},
         ("adam", {}),
+        None,
+    ),
+]
+
+# Transforms outside CONFIGS' parity and property tests (8-bit state, master weights),
+# for the tests that every transform must pass, such as tests/test_empty_leaves.py.
+MORE_CONFIGS = [
+    Config(
+        "adamw8bit_every_leaf",
+        "adamw8bit",
+        {"learning_rate": _LR, "weight_decay": 0.1, "min_quantized_size": 0},
+        None,
+        None,
+    ),
+    Config(
+        "adam8bit_amsgrad_every_leaf",
+        "adam8bit",
+        {"learning_rate": _LR, "amsgrad": True, "min_quantized_size": 0, "block_size": 4},
+        None,
+        None,
+    ),
+    Config(
+        "master_weights_adamw",
+        "master_weights",
+        {"tx": adam_optax.adamw(_LR)},
+        None,
+        None,
+    ),
+    Config(
+        "master_weights_adamw8bit",
+        "master_weights",
+        {"tx": adam_optax.adamw8bit(_LR, min_quantized_size=0)},
+        None,
         None,
     ),
 ]
