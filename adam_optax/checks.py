@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 _LOW_PRECISION = (jnp.bfloat16, jnp.float16)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _is_traced(value: Any) -> bool:
@@ -31,7 +32,8 @@ def _scalar(name: str, value: Any) -> float | None:
     """Returns ``value`` as a Python float, or None when it is traced.
 
     Raises TypeError for anything that is not a real number, and ValueError for
-    arrays that are not scalars or numbers that are not finite.
+    arrays that are not scalars or numbers that are not finite in float32, in
+    which the step computes: ``1e300`` would make the update inf.
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(
         value, (int, float, np.number, np.ndarray, jax.Array)
@@ -53,6 +55,12 @@ def _scalar(name: str, value: Any) -> float | None:
     number = float(value)
     if not math.isfinite(number):
         raise ValueError(f"{name} must be finite, got {number}.")
+    if abs(number) > _FLOAT32_MAX:
+        raise ValueError(
+            f"{name} must be finite in float32, the precision of the step's arithmetic: at "
+            f"most {_FLOAT32_MAX:.7g} in magnitude, got {number}, which float32 rounds to "
+            f"{'-' if number < 0 else ''}inf."
+        )
     return number
 
 

@@ -539,4 +539,47 @@ ERRORS = [
         [jnp.ones((2, 3))],
         [jnp.ones((3, 2))],
     ),
+    ErrorCase(
+        "lr_overflows_float32",
+        "adam",
+        {"learning_rate": 1e300},
+        ValueError,
+        r"learning_rate must be finite in float32, .* at most 3\.402823e\+38 in magnitude, "
+        r"got 1e\+300, which float32 rounds to inf",
+    ),
+    ErrorCase(
+        "lr_nan",
+        "nadamw",
+        {"learning_rate": float("nan")},
+        ValueError,
+        r"learning_rate must be finite, got nan",
+    ),
+    ErrorCase(
+        "eps_overflows_float32",
+        "adamax",
+        {"learning_rate": 1e-3, "eps": 1e39},
+        ValueError,
+        r"eps must be finite in float32, .*got 1e\+39",
+    ),
+    ErrorCase(
+        "eps_root_overflows_float32",
+        "amsgrad",
+        {"learning_rate": 1e-3, "eps_root": 1e40},
+        ValueError,
+        r"eps_root must be finite in float32, .*got 1e\+40",
+    ),
+    ErrorCase(
+        "weight_decay_overflows_float32",
+        "adamw8bit",
+        {"learning_rate": 1e-3, "weight_decay": 5e38},
+        ValueError,
+        r"weight_decay must be finite in float32, .*got 5e\+38",
+    ),
+    ErrorCase(
+        "weight_decay_inf",
+        "adamaxw",
+        {"learning_rate": 1e-3, "weight_decay": float("inf")},
+        ValueError,
+        r"weight_decay must be finite, got inf",
+    ),
 ]
