@@ -626,8 +626,8 @@ def adam8bit(
     nesterov: bool = False,
     amsgrad: bool = False,
     eps_hat: bool = False,
-    block_size: int = 256,
-    min_quantized_size: int = 4096,
+    block_size: int | None = None,
+    min_quantized_size: int | None = None,
     stochastic_rounding: bool = True,
     seed: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
@@ -664,9 +664,12 @@ def adam8bit(
             Default: ``False``.
         block_size: elements per 8-bit block along a leaf's last axis, each block with its own
             float32 scale (its absmax); a positive integer. A row's last block is shorter when
-            block_size does not divide the axis. Default: ``256``.
+            block_size does not divide the axis. None means 256. It sets the state's layout,
+            so it is not a hyperparameter: under ``optax.inject_hyperparams``, a value passed
+            is fixed at init (a new one raises at update). Default: ``None``.
         min_quantized_size: leaves with fewer elements (and scalars and complex leaves) keep
-            float32 (complex64) moments; an integer >= 0. Default: ``4096``.
+            float32 (complex64) moments; an integer >= 0. None means 4096. It sets the
+            state's layout, as block_size does. Default: ``None``.
         stochastic_rounding: store each 8-bit code by rounding to one of the two neighbouring
             code values at random, with the probability that makes it unbiased in value
             (E[stored] = computed), instead of to the nearest code. On by default: with
@@ -728,8 +731,8 @@ def adamw8bit(
     nesterov: bool = False,
     amsgrad: bool = False,
     eps_hat: bool = False,
-    block_size: int = 256,
-    min_quantized_size: int = 4096,
+    block_size: int | None = None,
+    min_quantized_size: int | None = None,
     stochastic_rounding: bool = True,
     seed: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
@@ -774,9 +777,12 @@ def adamw8bit(
             Default: ``False``.
         block_size: elements per 8-bit block along a leaf's last axis, each block with its own
             float32 scale (its absmax); a positive integer. A row's last block is shorter when
-            block_size does not divide the axis. Default: ``256``.
+            block_size does not divide the axis. None means 256. It sets the state's layout,
+            so it is not a hyperparameter: under ``optax.inject_hyperparams``, a value passed
+            is fixed at init (a new one raises at update). Default: ``None``.
         min_quantized_size: leaves with fewer elements (and scalars and complex leaves) keep
-            float32 (complex64) moments; an integer >= 0. Default: ``4096``.
+            float32 (complex64) moments; an integer >= 0. None means 4096. It sets the
+            state's layout, as block_size does. Default: ``None``.
         stochastic_rounding: store each 8-bit code by rounding to one of the two neighbouring
             code values at random, with the probability that makes it unbiased in value
             (E[stored] = computed), instead of to the nearest code. On by default: with

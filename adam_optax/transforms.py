@@ -228,11 +228,55 @@ def _param_dtype(param: Any) -> jnp.dtype:
     return jax.dtypes.canonicalize_dtype(jnp.result_type(param))
 
 
+# The 8-bit transforms' block_size and min_quantized_size when given None: bitsandbytes's.
+DEFAULT_BLOCK_SIZE, DEFAULT_MIN_QUANTIZED_SIZE = 256, 4096
+
+
 class _Blocks(NamedTuple):
     """Which leaves get 8-bit blockwise moments, and their block length."""
 
     block_size: Any  # an int; an int32 array under optax.inject_hyperparams
     min_quantized_size: Any
+
+    def check_unchanged(self, updates: Any, moment: Any) -> None:
+        """At ``update``: the layout these arguments give is the one ``init`` gave ``moment``.
+
+        They set the state's shapes, so a new value cannot take effect after ``init``.
+        ``optax.inject_hyperparams`` makes every number passed to the transform's factory
+        a hyperparameter, which a user may change in the state between steps; the change
+        must not be silently ignored. Under ``jit`` such a value is traced and cannot be
+        compared, so a traced one is refused: it can only be an injected one.
+        """
+        for name in ("block_size", "min_quantized_size"):
+            if isinstance(getattr(self, name), jax.core.Tracer):
+                raise TypeError(
+                    f"{name} arrived traced at update: optax.inject_hyperparams made it a "
+                    f"hyperparameter, but it sets the 8-bit state's layout, which init fixed, "
+                    f"so a new value could not take effect. Pass optax.inject_hyperparams(..., "
+                    f"static_args=('block_size', 'min_quantized_size')), or do not pass {name}."
+                )
+        if not isinstance(moment, storage.QuantizedTree):
+            return
+        block_size = int(self.block_size)
+        if block_size != moment.block_size:
+            raise ValueError(
+                f"block_size is {block_size} at update, but init made the state with "
+                f"{moment.block_size}: it sets the 8-bit state's layout, so it cannot change "
+                "after init. Under optax.inject_hyperparams, leave "
+                "state.hyperparams['block_size'] as it is, or init a new state."
+            )
+        stored = jax.tree.leaves(moment.per_leaf(), is_leaf=storage.is_quantized)
+        for (path, g), m in zip(jax.tree_util.tree_leaves_with_path(updates), stored, strict=True):
+            if self.applies(g) != storage.is_quantized(m):
+                raise ValueError(
+                    f"min_quantized_size is {int(self.min_quantized_size)} at update, which "
+                    f"would {'' if self.applies(g) else 'not '}quantize params"
+                    f"{jax.tree_util.keystr(path)} ({math.prod(jnp.shape(g))} elements), but "
+                    "init made the state with another value: it sets the 8-bit state's "
+                    "layout, so it cannot change after init. Under optax.inject_hyperparams, "
+                    "leave state.hyperparams['min_quantized_size'] as it is, or init a new "
+                    "state."
+                )
 
     def applies(self, param: Any) -> bool:
         """Real leaves of at least one axis, one element and ``min_quantized_size`` elements.
@@ -370,6 +414,8 @@ def _adam_family(
         mu, nu = storage.per_leaf(state.mu), storage.per_leaf(state.nu)
         nu_max = storage.per_leaf(getattr(state, "nu_max", None))
         checks.updates_match(updates, mu, is_leaf=storage.is_quantized)
+        if blocks is not None:
+            blocks.check_unchanged(updates, state.mu)
         count = _increment(state.count)
         k = _scalars(
             count=count,
@@ -552,8 +598,8 @@ def scale_by_adam8bit(
     nesterov: bool = False,
     amsgrad: bool = False,
     eps_hat: bool = False,
-    block_size: int = 256,
-    min_quantized_size: int = 4096,
+    block_size: int | None = None,
+    min_quantized_size: int | None = None,
     stochastic_rounding: bool = True,
     seed: int = 0,
 ) -> optax.GradientTransformation:
@@ -620,9 +666,12 @@ def scale_by_adam8bit(
             Default: ``False``.
         block_size: elements per 8-bit block along a leaf's last axis, each block with its own
             float32 scale (its absmax); a positive integer. A row's last block is shorter when
-            block_size does not divide the axis. Default: ``256``.
+            block_size does not divide the axis. None means 256. It sets the state's layout,
+            so it is not a hyperparameter: under ``optax.inject_hyperparams``, a value passed
+            is fixed at init (a new one raises at update). Default: ``None``.
         min_quantized_size: leaves with fewer elements (and scalars and complex leaves) keep
-            float32 (complex64) moments; an integer >= 0. Default: ``4096``.
+            float32 (complex64) moments; an integer >= 0. None means 4096. It sets the
+            state's layout, as block_size does. Default: ``None``.
         stochastic_rounding: store each 8-bit code by rounding to one of the two neighbouring
             code values at random, with the probability that makes it unbiased in value
             (E[stored] = computed), instead of to the nearest code. On by default: with
@@ -656,6 +705,10 @@ def scale_by_adam8bit(
         [1. 1. 1. 1.]
     """
     checks.flag("amsgrad", amsgrad)
+    block_size = DEFAULT_BLOCK_SIZE if block_size is None else block_size
+    min_quantized_size = (
+        DEFAULT_MIN_QUANTIZED_SIZE if min_quantized_size is None else min_quantized_size
+    )
     checks.block_size(block_size)
     checks.min_quantized_size(min_quantized_size)
     return _adam_family(

@@ -439,11 +439,14 @@ def test_8bit_composes_like_adam(name):
 
 
 def test_traced_block_size_at_init_says_to_make_it_static():
-    """inject_hyperparams turns block_size into an array, traced under a jitted
-    init: it sets the state's shapes, so the error says how to keep it static."""
-    tx = optax.inject_hyperparams(adam_optax.adam8bit)(learning_rate=1e-2)
-    with pytest.raises(TypeError, match=r"static_args=\('min_quantized_size'"):
+    """inject_hyperparams turns a block_size passed to it into an array, traced under a
+    jitted init: it sets the state's shapes, so the error says how to keep it static.
+    Left at its default (None), it is no hyperparameter, and a jitted init works."""
+    tx = optax.inject_hyperparams(adam_optax.adam8bit)(learning_rate=1e-2, block_size=256)
+    with pytest.raises(TypeError, match=r"static_args=\('block_size'"):
         jax.jit(tx.init)({"w": jnp.ones((64, 64))})
+    tx = optax.inject_hyperparams(adam_optax.adam8bit)(learning_rate=1e-2)
+    assert jax.jit(tx.init)({"w": jnp.ones((64, 64))}).inner_state[0].mu.block_size == 256
     tx = optax.inject_hyperparams(
         adam_optax.adam8bit, static_args=("block_size", "min_quantized_size")
     )(learning_rate=1e-2)
