@@ -119,11 +119,12 @@ def test_rarely_updated_elements_keep_an_unbiased_nu_with_stochastic_rounding(lo
 def test_a_non_finite_gradient_element_harms_no_other_element():
     """Runs of 30 steps on (4, 512) leaves (blocks of 256) whose element (1, 7)
     has a zero gradient, but for one NaN, inf or -inf at step 10, beside a
-    clean run (vmapped: one compile). float32 Adam's v of that
-    element is then non-finite for good; the 8-bit state has no non-finite
-    value (its codes cannot be, and the bad value is left out of its block's
-    scale), and every other element's update equals the clean run's at every
-    step, bit for bit."""
+    clean run (vmapped: one compile), through the 8-bit and the float32 Adam of
+    the library. float32 Adam's v of that element is then non-finite for good;
+    the 8-bit state has no non-finite value (its codes cannot be, and the bad
+    value is left out of its block's scale), its update of that element is
+    non-finite at that step only, as float32's is, and every other element's
+    update equals the clean run's at every step, bit for bit."""
     shape, bad_step, steps = (4, 512), 10, 30
     rng = np.random.default_rng(5)
     clean = rng.standard_normal((steps, *shape)).astype(np.float32)
@@ -134,32 +135,40 @@ def test_a_non_finite_gradient_element_harms_no_other_element():
         streams[name][bad_step, 1, 7] = bad
     others = np.ones(shape, bool)
     others[1, 7] = False
-    tx = adam_optax.scale_by_adam8bit(min_quantized_size=0)
 
-    def run(stream):
-        def step(state, g):
-            u, state = tx.update(g, state)
-            return state, (u, state)
+    def run(tx):
+        """Updates and states of every stream, per step; vmapped, so that the runs share
+        the leaf's index, hence its random bits."""
 
-        return jax.lax.scan(step, tx.init(jnp.zeros(shape)), stream)[1]
+        def one(stream):
+            def step(state, g):
+                u, state = tx.update(g, state)
+                return state, (u, state)
 
-    # vmap: the four runs share the leaf's index, hence its random bits.
-    batched = jax.jit(jax.vmap(run))(jnp.stack([jnp.asarray(s) for s in streams.values()]))
-    updates, states = (
-        {name: jax.tree.map(lambda x, i=i: x[i], tree) for i, name in enumerate(streams)}
-        for tree in batched
-    )
+            return jax.lax.scan(step, tx.init(jnp.zeros(shape)), stream)[1]
+
+        batched = jax.jit(jax.vmap(one))(jnp.stack([jnp.asarray(s) for s in streams.values()]))
+        return (
+            {name: jax.tree.map(lambda x, i=i: x[i], tree) for i, name in enumerate(streams)}
+            for tree in batched
+        )
+
+    updates, states = run(adam_optax.scale_by_adam8bit(min_quantized_size=0))
+    updates32, states32 = run(adam_optax.scale_by_adam())  # the library's float32 Adam
     for name in ("nan", "inf", "-inf"):
         got, expected = np.asarray(updates[name]), np.asarray(updates["clean"])
         np.testing.assert_array_equal(got[:, others], expected[:, others], err_msg=name)
         for moment in (states[name].mu, states[name].nu):
             assert np.all(np.isfinite(np.asarray(adam_optax.dequantize(moment)))), name
             assert np.all(np.isfinite(np.asarray(storage.per_leaf(moment).scales))), name
-        # float32 Adam (float64 here): v_t = b2 v_{t-1} + (1 - b2) g², non-finite from then on.
-        v = 0.0
-        for g in streams[name][:, 1, 7].astype(np.float64):
-            v = 0.999 * v + 0.001 * g * g
-        assert not np.isfinite(v), name
+        # float32 Adam's v of the element is non-finite from the bad step on, its update
+        # at that step too; the 8-bit update of that step is non-finite as float32's is.
+        nu32 = np.asarray(states32[name].nu)
+        assert not np.isfinite(nu32[bad_step:, 1, 7]).any(), name
+        assert np.isfinite(nu32[:bad_step, 1, 7]).all(), name
+        assert not np.isfinite(np.asarray(updates32[name])[bad_step, 1, 7]), name
+        assert not np.isfinite(got[bad_step, 1, 7]), name
+        assert np.isfinite(got[bad_step + 1 :, 1, 7]).all(), name  # the 8-bit state recovers
 
 
 @pytest.mark.parametrize("shape", [(8, 600), (2, 1100)])

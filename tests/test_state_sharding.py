@@ -360,9 +360,29 @@ def test_bad_arguments_fail_at_construction(case):
         adam_optax.shard_state(tx, mesh(), axis=axis)
 
 
-def test_an_abstract_mesh_is_accepted():
-    tx = adam_optax.shard_state(adam_optax.adam(1e-3), jax.sharding.AbstractMesh((8,), ("data",)))
-    assert callable(tx.init) and callable(tx.update)
+def test_an_abstract_mesh_lays_out_the_state_as_its_mesh_does():
+    """An AbstractMesh (axis names and sizes, no devices) gives the layout the concrete
+    mesh gives, under eval_shape; and a jitted init and step under the concrete mesh put
+    every state leaf there, as the layout says."""
+    params = {"w": jnp.zeros((16, 4)), "b": jnp.zeros((3,))}
+    specs = {"w": P(), "b": P()}
+
+    def tx(mesh):
+        inner = adam_optax.adamw8bit(1e-3, min_quantized_size=0, block_size=2)
+        return adam_optax.shard_state(inner, mesh, param_shardings=specs)
+
+    abstract = tx(jax.sharding.AbstractMesh((8,), ("data",)))
+    got = jax.eval_shape(abstract.init, params)
+    expected = jax.eval_shape(tx(data_mesh()).init, params)
+    assert got.state_specs == expected.state_specs and got.update_specs == expected.update_specs
+    assert P("data", None) in got.state_specs  # w's codes and scales, cut along "data"
+    if not hasattr(jax, "set_mesh"):
+        return
+    with jax.set_mesh(data_mesh()):
+        state = jax.jit(abstract.init)(params)
+        _, state = jax.block_until_ready(jax.jit(abstract.update)(params, state, params))
+    for leaf, spec in zip(jax.tree.leaves(state.inner), state.state_specs, strict=True):
+        assert leaf.sharding.is_equivalent_to(NamedSharding(data_mesh(), spec), leaf.ndim)
 
 
 def test_one_warning_names_the_large_leaves_left_whole():
