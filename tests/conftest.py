@@ -1,6 +1,11 @@
 """Test-session setup: 8 host devices for the sharding tests, and Keras on JAX.
 
-Both must be set before JAX or Keras is first imported.
+Both must be set before JAX or Keras is first imported. The device count is appended to
+any ``XLA_FLAGS`` already set, unless they set a device count themselves: with
+``setdefault``, any other flag left the suite on one device, and the multi-device tests
+skipped while the run stayed green. Under CI (``CI`` set to ``true`` or ``1``, as GitHub
+Actions and ``.ci/run`` do), a multi-device test that skips (its reason says "needs N
+devices") fails instead.
 
 ``--package-only`` collects the package's own tests and doctests and leaves out every test
 file that runs the examples or the benchmarks (they need Flax, Matplotlib and the like).
@@ -14,12 +19,33 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+
+
+def with_device_count(flags: str, count: int = 8) -> str:
+    """``flags`` (the XLA_FLAGS) with ``count`` host devices appended, unless they name a
+    device count already."""
+    if DEVICE_COUNT_FLAG in flags:
+        return flags
+    return f"{flags} {DEVICE_COUNT_FLAG}={count}".strip()
+
+
+os.environ["XLA_FLAGS"] = with_device_count(os.environ.get("XLA_FLAGS", ""))
 os.environ.setdefault("KERAS_BACKEND", "jax")
+
+# The reason every multi-device test gives when it skips, such as "needs 8 devices (see
+# conftest)".
+MULTI_DEVICE_SKIP = re.compile(r"needs \d+ devices")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1")
+
 
 APPLICATION_FOLDERS = ("examples", "benchmarks")
 
@@ -81,3 +107,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not adam_optax.offload._transfer_lands(jax.devices()[0], "pinned_host"):
         for item in doctests:
             item.add_marker(pytest.mark.skip(reason=f"jax {jax.__version__}: no host memory"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    """Under CI, a multi-device test that skips fails: a green run must have run them."""
+    outcome = yield
+    report = outcome.get_result()
+    if not (report.skipped and in_ci()) or hasattr(report, "wasxfail"):
+        return
+    if not isinstance(report.longrepr, tuple):
+        return
+    reason = str(report.longrepr[2])
+    if MULTI_DEVICE_SKIP.search(reason):
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{reason}, under CI: the multi-device tests must run there. XLA_FLAGS is "
+            f"{os.environ.get('XLA_FLAGS')!r}; leave out its {DEVICE_COUNT_FLAG}, or set it "
+            "to 8."
+        )
