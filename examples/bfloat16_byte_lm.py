@@ -184,33 +184,34 @@ def train_and_evaluate(config: argparse.Namespace, data: common.Dataset):
 
 # 6. The command line.
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    def positive(cast):
-        def read(text: str):
-            try:
-                value = cast(text)
-            except ValueError:
-                value = -1
-            if not (np.isfinite(value) and value > 0):
-                raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-            return value
-
-        return read
-
+    """The command line, every option checked as common.py's are: a bad value ends the run
+    with one line and exit code 2, before the data loads."""
+    positive = common.number(float, "a number > 0", lambda v: v > 0)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message}\n")
     options = (  # option, type, default, help
-        ("--megabytes", positive(float), 0.8, "of standard-library source to train on"),
-        ("--epochs", positive(int), 1, "passes over the training text"),
-        ("--batch-size", positive(int), 32, "windows per step"),
-        ("--context", positive(int), 64, "bytes per window"),
-        ("--width", positive(int), 96, "model width"),
-        ("--heads", positive(int), 4, "attention heads"),
-        ("--layers", positive(int), 2, "transformer blocks"),
-        ("--learning-rate", positive(float), 3e-3, "at the peak"),
-        ("--weight-decay", float, 0.01, "AdamW's"),
-        ("--seed", int, 0, "seeds the initial parameters and each epoch's shuffle"),
-        ("--checkpoint-dir", str, None, "save after every epoch; resume from the latest"),
+        ("--megabytes", positive, 0.8, "of standard-library source to train on"),
+        ("--epochs", common.positive_int, 1, "passes over the training text"),
+        ("--batch-size", common.positive_int, 32, "windows per step"),
+        ("--context", common.positive_int, 64, "bytes per window"),
+        ("--width", common.positive_int, 96, "model width"),
+        ("--heads", common.positive_int, 4, "attention heads"),
+        ("--layers", common.positive_int, 2, "transformer blocks"),
+        ("--learning-rate", positive, 3e-3, "at the peak"),
+        (
+            "--weight-decay",
+            common.number(float, "a number >= 0", lambda v: v >= 0),
+            0.01,
+            "AdamW's",
+        ),
+        ("--seed", common.seed, 0, "seeds the initial parameters and each epoch's shuffle"),
+        (
+            "--checkpoint-dir",
+            common.writable,
+            None,
+            "save after every epoch; resume from the latest",
+        ),
     )
     for option, kind, default, text in options:
         parser.add_argument(
@@ -221,7 +222,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="train the same model again with float32 params and AdamW",
     )
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = common.negative_values_joined(sys.argv[1:] if argv is None else argv)
     config = parser.parse_args(args, argparse.Namespace(precision="bfloat16"))
     if config.width % config.heads:
         parser.error(f"--width {config.width} must be a multiple of --heads {config.heads}")

@@ -4,6 +4,7 @@ import argparse
 import atexit
 import contextlib
 import dataclasses
+import math
 import os
 import re
 import signal
@@ -80,28 +81,54 @@ def load_data(path: str | None = None) -> Dataset:
     return Dataset(x_train, y_train, x_test, y_test, x_train.shape[1], num_classes)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the step computes in float32
+
+
+def number(
+    cast: Callable[[str], Any], allowed: str, ok: Callable[[Any], bool], float32: bool = True
+) -> Any:
+    """An argparse `type=`: `cast(text)`, a finite number that `ok` accepts, else one line
+    saying `allowed`. With `float32`, a float beyond float32's range is refused too: the
+    optimizer computes in float32 (and refuses it). A `ValueError` or `OverflowError` of
+    `cast` or of the check is refused as not `allowed`: left to argparse, the first gave
+    "invalid read value" and the second a traceback."""
+
+    def read(text: str) -> Any:
+        try:
+            value = cast(text)
+            good = math.isfinite(value) and ok(value)
+        except (ValueError, OverflowError):
+            good = False
+        if not good:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
+        if float32 and isinstance(value, float) and abs(value) > FLOAT32_MAX:
+            raise argparse.ArgumentTypeError(
+                f"must be finite in float32, at most {FLOAT32_MAX:.4g} in magnitude, got {text}"
+            )
+        return value
+
+    return read
+
+
+# Integer options: sizes and counts below 2**31 (array dimensions are int32 in places),
+# and a seed in the range the optimizer's stochastic rounding takes.
+positive_int = number(int, "a positive integer below 2**31", lambda v: 0 < v < 2**31)
+seed = number(int, "an integer in [0, 2**32)", lambda v: 0 <= v < 2**32)
+
+
+def writable(path: str) -> str:
+    """An argparse `type=`: a folder it can write in (made if missing), checked now rather
+    than after training."""
+    with contextlib.suppress(OSError):
+        os.makedirs(path or ".", exist_ok=True)
+    if not (os.path.isdir(path or ".") and os.access(path or ".", os.W_OK)):
+        raise argparse.ArgumentTypeError(f"cannot write in {path}")
+    return path
+
+
 def parse_args(argv: Sequence[str] | None, description: str) -> argparse.Namespace:
     """The command line of both examples (a run's config). A bad value ends it with one line
     and exit code 2 (argparse's own `error` prints its usage block first)."""
-
-    def number(cast: Callable[[str], Any], allowed: str, ok: Callable[[Any], bool]) -> Any:
-        def read(text: str) -> float:  # an argparse `type=`: a finite number, checked
-            try:
-                value = cast(text)
-            except ValueError:
-                value = np.nan
-            if not (np.isfinite(value) and ok(value)):
-                raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
-            return value
-
-        return read
-
-    def writable(path: str) -> str:  # an argparse `type=`: fails now rather than later
-        with contextlib.suppress(OSError):
-            os.makedirs(path or ".", exist_ok=True)
-        if not (os.path.isdir(path or ".") and os.access(path or ".", os.W_OK)):
-            raise argparse.ArgumentTypeError(f"cannot write in {path}")
-        return path
 
     def plot_file(path: str) -> str:  # an argparse `type=`: an image file it can write now
         folder, name = os.path.split(path)
@@ -120,7 +147,6 @@ def parse_args(argv: Sequence[str] | None, description: str) -> argparse.Namespa
             os.remove(path)
         return path
 
-    positive_int = number(int, "a positive integer", lambda v: v > 0)
     options = (  # option, argparse type, default, help
         ("--data", str, None, "a .npz with x_train, y_train, x_test, y_test, not the digits"),
         ("--epochs", positive_int, 20, "passes over the training set"),
@@ -128,12 +154,7 @@ def parse_args(argv: Sequence[str] | None, description: str) -> argparse.Namespa
         ("--learning-rate", number(float, "a number > 0", lambda v: v > 0), 2e-3, "at the peak"),
         ("--weight-decay", number(float, "a number >= 0", lambda v: v >= 0), 1e-4, "AdamW's"),
         ("--hidden", positive_int, [256, 256], "widths of the hidden ReLU layers"),
-        (
-            "--seed",
-            number(int, "an integer >= 0", lambda v: v >= 0),
-            0,
-            "seeds the initial parameters and each epoch's shuffle",
-        ),
+        ("--seed", seed, 0, "seeds the initial parameters and each epoch's shuffle"),
         ("--checkpoint-dir", writable, None, "save after every epoch; resume from the latest"),
         ("--plot", plot_file, None, "save the curves to this .png (or .pdf, .svg)"),
     )
@@ -153,12 +174,19 @@ def parse_args(argv: Sequence[str] | None, description: str) -> argparse.Namespa
         "elements or more) (default: %(default)s)",
     )
     parser.add_argument("--compare-optax", action="store_true", help="train again with optax.adamw")
-    # "--learning-rate -1e-3" to "--learning-rate=-1e-3": argparse reads "-1e-3" as an option.
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = negative_values_joined(sys.argv[1:] if argv is None else argv)
+    return parser.parse_args(args, argparse.Namespace(optimizer="adam_optax.adamw"))
+
+
+def negative_values_joined(argv: Sequence[str]) -> list[str]:
+    """`argv` with "--learning-rate -1e-3" as "--learning-rate=-1e-3": argparse reads "-1e-3"
+    as an option, and then says the option before it expected a value, not that it is
+    negative."""
+    args = list(argv)
     for i in reversed(range(1, len(args))):
         if re.fullmatch(r"--[\w-]+", args[i - 1]) and re.match(r"-\.?\d|-inf|-nan", args[i]):
             args[i - 1 : i + 1] = [f"{args[i - 1]}={args[i]}"]
-    return parser.parse_args(args, argparse.Namespace(optimizer="adam_optax.adamw"))
+    return args
 
 
 def steps_per_epoch(config: argparse.Namespace, data: Dataset) -> int:

@@ -225,17 +225,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message}\n")
 
     def at_least(low: float, cast: type = int) -> Callable[[str], Any]:
-        def read(text: str) -> Any:  # an argparse `type=`: a number >= low
-            try:
-                value = cast(text)
-            except ValueError:
-                value = None
-            if value is None or not (math.isfinite(value) and value >= low):
-                kind = "an integer" if cast is int else "a number"
-                raise argparse.ArgumentTypeError(f"must be {kind} >= {low:g}, got {text}")
-            return value
-
-        return read
+        """An argparse `type=`: a number >= low; an integer also below 2**31."""
+        kind = "an integer" if cast is int else "a number"
+        high = 2**31 if cast is int else math.inf
+        allowed = f"{kind} >= {low:g}" + (" and below 2**31" if cast is int else "")
+        return common.number(cast, allowed, lambda v: low <= v < high, float32=False)
 
     def npy_file(path: str) -> str:  # an argparse `type=`: a .npy file it can write now
         if not path.endswith(".npy") or os.path.basename(path) == ".npy":

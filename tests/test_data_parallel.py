@@ -76,14 +76,20 @@ def test_a_failing_process_says_why_in_the_same_line(capsys):
 
 
 BAD_OPTIONS = [  # (command line, message); each once failed late, with a traceback or no word
-    ("--processes 0", r"argument --processes: must be an integer >= 1, got 0"),
-    ("--processes -1", r"argument --processes: must be an integer >= 1, got -1"),
+    ("--processes 0", r"argument --processes: must be an integer >= 1 and below 2\*\*31, got 0"),
+    ("--processes -1", r"argument --processes: must be an integer >= 1 and below 2\*\*31, got -1"),
     ("--devices-per-process 0", r"argument --devices-per-process: must be an integer >= 1"),
-    ("--steps 0", r"argument --steps: must be an integer >= 1, got 0"),
-    ("--batch-size 0", r"argument --batch-size: must be an integer >= 1, got 0"),
+    ("--steps 0", r"argument --steps: must be an integer >= 1 and below 2\*\*31, got 0"),
+    ("--batch-size 0", r"argument --batch-size: must be an integer >= 1 and below 2\*\*31, got 0"),
     ("--batch-size 2000", r"--batch-size 2000: over the 1437 examples"),
     ("--batch-size 6", r"--batch-size 6 must be a multiple of .* = 4"),
-    ("--seed -1", r"argument --seed: must be an integer >= 0, got -1"),
+    ("--seed -1", r"argument --seed: must be an integer >= 0 and below 2\*\*31, got -1"),
+    ("--processes 3000000000", r"argument --processes: must be .* below 2\*\*31, got 3000000000"),
+    (
+        "--steps 1" + "0" * 400,
+        r"argument --steps: must be an integer >= 1 and below 2\*\*31, got 10+$",
+    ),
+    ("--seed 1e3", r"argument --seed: must be an integer >= 0 and below 2\*\*31, got 1e3"),
     ("--losses /proc/x.npy", r"argument --losses: cannot write /proc/x\.npy \(\w"),
     ("--losses {tmp}/out.txt", r"argument --losses: must name a \.npy file"),
     ("--losses {tmp}/absent/out.npy", r"argument --losses: cannot write \S+/out\.npy \(\w"),

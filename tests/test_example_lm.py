@@ -39,3 +39,33 @@ def test_bfloat16_byte_lm_bad_input_exits_2_with_one_line(capsys):
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert re.fullmatch(r"\S+: error: --width 32 must be a multiple of --heads 3\n", err), err
+
+
+BYTE_LM_BAD_INPUTS = [  # (id, arguments, message); each once ended in a traceback
+    ("negative_seed", ["--seed", "-1"], r"--seed: must be an integer in \[0, 2\*\*32\), got -1"),
+    ("seed_2_32", ["--seed", "4294967296"], r"--seed: must be an integer in \[0, 2\*\*32\)"),
+    ("seed_text", ["--seed", "one"], r"--seed: must be an integer in \[0, 2\*\*32\), got one"),
+    ("unwritable_ckpt", ["--checkpoint-dir", "{tmp}/file/ckpt"], r"--checkpoint-dir: cannot write"),
+    ("negative_decay", ["--weight-decay", "-0.1"], r"--weight-decay: must be a number >= 0"),
+    ("nan_decay", ["--weight-decay", "nan"], r"--weight-decay: must be a number >= 0, got nan"),
+    ("lr_1e300", ["--learning-rate", "1e300"], r"--learning-rate: must be finite in float32"),
+    ("zero_megabytes", ["--megabytes", "0"], r"--megabytes: must be a number > 0, got 0"),
+    ("epochs_huge", ["--epochs", "9" * 40], r"--epochs: must be a positive integer below 2"),
+    ("zero_layers", ["--layers", "0"], r"--layers: must be a positive integer below 2\*\*31"),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [c[1:] for c in BYTE_LM_BAD_INPUTS],
+    ids=[c[0] for c in BYTE_LM_BAD_INPUTS],
+)
+def test_bfloat16_byte_lm_bad_options_exit_2_with_one_line(argv, message, tmp_path, capsys):
+    """Checked as common.py checks the other examples' options, before the data loads."""
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(SystemExit) as exited:
+        bfloat16_byte_lm.main([arg.format(tmp=tmp_path) for arg in argv])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert re.fullmatch(r"\S+: error: argument " + message + r".*\n", err), err
