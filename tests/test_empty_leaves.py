@@ -11,7 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import adam_optax
 from tests.cases import CONFIGS, MORE_CONFIGS
+from tests.test_offload import needs_host_memory
 from tests.trajectories import make
 
 # "w" sorts first, so it is leaf 0 with or without the empty leaves: stochastic rounding
@@ -59,3 +61,34 @@ def test_empty_leaves_update_and_change_nothing_else(config, dtype):
         np.testing.assert_allclose(
             np.asarray(j["w"], np.float32), np.asarray(e["w"], np.float32), rtol=1e-2, atol=1e-6
         )
+
+
+def _data_mesh():
+    return jax.sharding.Mesh(np.array(jax.devices()[:8]), ("data",))
+
+
+WRAPPERS = {
+    "shard_state(adamw8bit)": pytest.param(
+        lambda: adam_optax.shard_state(
+            adam_optax.adamw8bit(1e-2, min_quantized_size=0), _data_mesh()
+        ),
+        marks=pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices (see conftest)"),
+    ),
+    "offload_state(adamw8bit)": pytest.param(
+        lambda: adam_optax.offload_state(adam_optax.adamw8bit(1e-2, min_quantized_size=0)),
+        marks=needs_host_memory,
+    ),
+}
+
+
+@pytest.mark.parametrize("make_tx", WRAPPERS.values(), ids=list(WRAPPERS))
+def test_empty_leaves_through_the_state_wrappers(make_tx):
+    """shard_state leaves an empty leaf's state whole (no dimension to cut), offload_state
+    moves it to host memory; the other leaf's updates are those without the empty ones."""
+    tx = make_tx()
+    params, grads = params_and_grads(jnp.float32)
+    jitted = run(tx, params, grads, jax.jit(tx.update))
+    without = run(tx, {"w": params["w"]}, [{"w": g["w"]} for g in grads], jax.jit(tx.update))
+    for step, (j, w) in enumerate(zip(jitted, without, strict=True)):
+        assert {k: v.shape for k, v in j.items()} == SHAPES, step
+        np.testing.assert_array_equal(np.asarray(j["w"]), np.asarray(w["w"]), err_msg=str(step))
