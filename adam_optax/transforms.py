@@ -234,19 +234,23 @@ class _Blocks(NamedTuple):
     min_quantized_size: Any
 
     def applies(self, param: Any) -> bool:
-        """Real leaves of at least one axis and ``min_quantized_size`` elements."""
+        """Real leaves of at least one axis and ``min_quantized_size`` elements, never empty."""
         shape = jnp.shape(param)
         smallest = checks.static_integer("min_quantized_size", self.min_quantized_size)
         return (
             len(shape) >= 1
-            and math.prod(shape) >= smallest
+            and math.prod(shape) >= max(smallest, 1)
             and not jnp.issubdtype(param.dtype, jnp.complexfloating)
         )
 
     def zeros(self, params: Any, signed: bool, plain: Any) -> storage.QuantizedTree:
         """A zero moment: 8-bit where it ``applies``, ``plain(param)`` elsewhere.
 
-        Codes are sharded like their param; scales like it but for the last axis.
+        Codes are sharded like their param; scales like it but for the last axis,
+        and so are the placeholders of the other leaves' scales (one axis more:
+        see ``storage.QuantizedTree``). On a params tree with no leaves, such as
+        the placeholder of ``optax.tree_utils.tree_map_params``, the moment is a
+        template for trees of specs (``QuantizedTree.specs_template``).
         """
 
         def codes(p):
@@ -258,12 +262,14 @@ class _Blocks(NamedTuple):
             if self.applies(p):
                 blocks = storage.blocks_per_row(tuple(jnp.shape(p)), block_size)
                 return _zeros_like(p, jnp.float32, last=blocks)
-            return optax.MaskedNode()  # no scales: an empty node, no bytes
+            placeholder = _zeros_like(p, jnp.float32, last=1)  # (*shape[:-1], 1)
+            return placeholder if jnp.ndim(p) == 0 else placeholder[..., None]
 
         codes_tree = jax.tree.map(codes, params)  # checks min_quantized_size first
         block_size = checks.static_integer("block_size", self.block_size)
         scales_tree = jax.tree.map(scales, params)
-        return storage.QuantizedTree(codes_tree, scales_tree, signed, block_size)
+        template = not jax.tree.leaves(params)
+        return storage.QuantizedTree(codes_tree, scales_tree, signed, block_size, template)
 
 
 def _init_moments(
