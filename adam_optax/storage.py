@@ -248,9 +248,9 @@ class QuantizedTree:
         >>> import jax.numpy as jnp, adam_optax
         >>> tx = adam_optax.scale_by_adam8bit(block_size=4, min_quantized_size=8)
         >>> mu = tx.init({"w": jnp.ones((2, 6)), "b": jnp.ones(2)}).mu
-        >>> mu
-        QuantizedTree(signed=True, block_size=4, codes={'b': float32[2], 'w': uint8[2,6]}, \
-scales={'b': float32[1,1], 'w': float32[2,2]})
+        >>> mu  # doctest: +NORMALIZE_WHITESPACE
+        QuantizedTree(signed=True, block_size=4, codes={'b': float32[2], 'w': uint8[2,6]},
+                      scales={'b': float32[1,1], 'w': float32[2,2]})
         >>> type(mu.per_leaf()["w"]).__name__, type(mu.per_leaf()["b"]).__name__
         ('QuantizedArray', 'ArrayImpl')
     """
@@ -585,6 +585,15 @@ def dequantize(tree: Any) -> Any:
         >>> print(np.asarray(adam_optax.dequantize(state.mu)["w"]).round(4))
         [[ 0.1    -0.055   0.01  ]
          [ 0.      0.2    -0.0509]]
+
+        optax's tree tools see the codes and scales: ``optax.tree.get(state,
+        "mu")`` returns the ``QuantizedTree``, and a norm of it would measure the
+        codes. Read the moment back first:
+
+        >>> import optax
+        >>> mu = adam_optax.dequantize(optax.tree.get(state, "mu"))
+        >>> print(round(float(optax.tree.norm(mu)), 4), mu["w"].dtype)
+        0.2361 float32
     """
 
     def read(x):
