@@ -164,12 +164,12 @@ class _Text(str):
 
 
 def _placeholder_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The shape of an unquantized leaf's entry in ``QuantizedTree.scales``.
+    """The shape of an unquantized leaf's entry in ``QuantizedTree.scales`` (uint8).
 
     One axis more than the param, so that which leaves are 8-bit is read from the
     ranks, which are static; the param's leading axes, so that the param's
     spec divides it once its last axis is unsharded (see ``QuantizedTree``).
-    Not empty: orbax cannot save an array of zero size.
+    Not empty, since orbax cannot save an array of zero size: one byte per row.
     """
     return (*shape[:-1], 1, 1) if shape else (1,)
 
@@ -213,10 +213,10 @@ class QuantizedTree:
         codes: the params' tree structure. A quantized leaf holds uint8 codes of
             the param's shape, as ``QuantizedArray.codes``; any other leaf holds
             the moment itself, a float array.
-        scales: the params' tree structure, float32. A quantized leaf holds its
+        scales: the params' tree structure. A quantized leaf holds its float32
             block scales, as ``QuantizedArray.scales``, of the param's rank; any
-            other leaf a placeholder of one axis more, ``(*shape[:-1], 1, 1)``
-            (``(1,)`` for a scalar), all zeros.
+            other leaf a placeholder of one axis more, uint8 zeros of shape
+            ``(*shape[:-1], 1, 1)`` (``(1,)`` for a scalar): a byte per row.
         signed: whether the signed map is used (static): True for m, False for v.
         block_size: the block length along the last axis (static).
         specs_template: True for a tree made by ``init`` on a params tree with no
@@ -231,8 +231,9 @@ class QuantizedTree:
     Which leaves are 8-bit is static: a scales entry of the codes' rank is a
     quantized leaf's, one of a higher rank a placeholder. ``per_leaf`` (and so
     ``update`` and ``dequantize``) checks the dtypes against it and raises a
-    ``TypeError`` where they changed, as a cast of the whole state does
-    (``optax.tree_utils.tree_cast``), instead of reading codes as moments.
+    ``TypeError`` where they changed, as any cast of the whole state does
+    (``optax.tree_utils.tree_cast``: the codes or the placeholders are uint8),
+    instead of reading codes as moments.
 
     The 8-bit transforms' ``mu`` and ``nu``: two trees of plain arrays rather
     than one tree of ``QuantizedArray`` nodes, so that each params leaf has
@@ -250,7 +251,7 @@ class QuantizedTree:
         >>> mu = tx.init({"w": jnp.ones((2, 6)), "b": jnp.ones(2)}).mu
         >>> mu  # doctest: +NORMALIZE_WHITESPACE
         QuantizedTree(signed=True, block_size=4, codes={'b': float32[2], 'w': uint8[2,6]},
-                      scales={'b': float32[1,1], 'w': float32[2,2]})
+                      scales={'b': uint8[1,1], 'w': float32[2,2]})
         >>> type(mu.per_leaf()["w"]).__name__, type(mu.per_leaf()["b"]).__name__
         ('QuantizedArray', 'ArrayImpl')
     """
@@ -272,7 +273,8 @@ class QuantizedTree:
         """The params' tree of ``QuantizedArray`` (quantized leaves) and float arrays.
 
         Raises:
-            TypeError: a dtype differs from the format's: uint8 codes, float32 scales.
+            TypeError: a dtype differs from the format's: uint8 codes, float32 scales,
+                uint8 placeholders.
             ValueError: a scales entry has neither the shape of the blocks of its
                 codes nor that of a placeholder.
         """
@@ -281,12 +283,15 @@ class QuantizedTree:
         def leaf(path, codes, scales):
             where = jax.tree_util.keystr(path)
             shape, scales_shape = tuple(codes.shape), tuple(scales.shape)
-            if np.dtype(scales.dtype) != np.float32:
+            placeholder = len(scales_shape) != len(shape)  # then codes is the moment itself
+            expected = np.uint8 if placeholder else np.float32
+            if np.dtype(scales.dtype) != expected:
+                what = "a float32 leaf's placeholder" if placeholder else "block scales"
                 raise TypeError(
                     f"The 8-bit moment {kind}: scales{where} is {np.dtype(scales.dtype).name}, "
-                    f"but the scales are float32. {_CAST_HINT}"
+                    f"but {what} must be {np.dtype(expected).name}. {_CAST_HINT}"
                 )
-            if len(scales_shape) != len(shape):  # a placeholder: the moment itself
+            if placeholder:
                 if scales_shape != _placeholder_shape(shape):
                     raise ValueError(
                         f"The 8-bit moment {kind}: scales{where} has shape {scales_shape}, "

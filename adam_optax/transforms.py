@@ -262,7 +262,7 @@ class _Blocks(NamedTuple):
             if self.applies(p):
                 blocks = storage.blocks_per_row(tuple(jnp.shape(p)), block_size)
                 return _zeros_like(p, jnp.float32, last=blocks)
-            placeholder = _zeros_like(p, jnp.float32, last=1)  # (*shape[:-1], 1)
+            placeholder = _zeros_like(p, jnp.uint8, last=1)  # (*shape[:-1], 1)
             return placeholder if jnp.ndim(p) == 0 else placeholder[..., None]
 
         codes_tree = jax.tree.map(codes, params)  # checks min_quantized_size first

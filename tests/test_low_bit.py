@@ -117,8 +117,8 @@ def test_small_leaves_stay_float32_and_big_ones_are_8bit():
             assert moments[name].shape == params[name].shape
         np.testing.assert_array_equal(adam_optax.dequantize(stored)["big"], np.zeros((64, 80)))
     assert state.count.dtype == jnp.int32
-    # The float32 leaves: their moments, and a placeholder scale per row (and per scalar).
-    plain_bytes = 2 * 4 * (63 * 64 + 1) + 2 * 4 * (63 + 1)
+    # The float32 leaves: their moments, and a placeholder byte per row (and per scalar).
+    plain_bytes = 2 * 4 * (63 * 64 + 1) + 2 * (63 + 1)
     state_bytes = sum(x.nbytes for x in jax.tree.leaves(state)) - 4 - plain_bytes  # 4: count
     assert state_bytes / (64 * 80 + 4096) == pytest.approx(2 + 8 / 32, rel=0.02)
 

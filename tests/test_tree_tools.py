@@ -62,7 +62,7 @@ def test_tree_map_params_lays_out_the_8bit_state_on_a_4x2_mesh(name):
     assert mu.codes["w"].spec == P("data", "model")
     assert mu.scales["w"].spec == P("data", None)  # the param's, minus the last axis
     assert mu.scales["flat"].spec == P(None)
-    assert mu.scales["small"].spec == P("data", None)  # a placeholder, (8, 1, 1)
+    assert mu.scales["small"].spec == P("data", None)  # a placeholder, uint8 (8, 1, 1)
 
     sharded = jax.device_put(state, shardings)
     assert sharded[0].mu.scales["w"].sharding.spec == P("data", None)
@@ -98,10 +98,15 @@ def test_a_cast_state_raises_at_update(dtype, jitted):
     update = jax.jit(tx.update) if jitted else tx.update
     update(grads_of(params), state, params)
     cast = optax.tree_utils.tree_cast(state, dtype)
-    message = r"codes\['flat'\] is float32" if dtype == jnp.float32 else "scales.* is bfloat16"
-    with pytest.raises(TypeError, match=message) as caught:
-        update(grads_of(params), cast, params)
-    assert "tree_cast" in str(caught.value)
+    name = jnp.dtype(dtype).name
+    with pytest.raises(TypeError, match=rf"scales\['b'\] is {name}, but .* must be uint8"):
+        update(grads_of(params), cast, params)  # b's placeholder
+    only_8bit = {"w": params["w"]}
+    cast = optax.tree_utils.tree_cast(tx.init(only_8bit), dtype)
+    where = r"codes\['w'\]" if dtype == jnp.float32 else r"scales\['w'\]"
+    with pytest.raises(TypeError, match=rf"{where} is {name}.*tree_cast") as caught:
+        update(grads_of(only_8bit), cast, only_8bit)
+    assert "must be uint8" in str(caught.value) or "must be float32" in str(caught.value)
 
 
 def test_a_float32_leaf_with_8bit_scales_raises():
