@@ -226,7 +226,7 @@ class QuantizedTree:
             gives every ``scales`` leaf its spec with the last listed axis unsharded:
             the param's spec, given to the scales by ``tree_map_params``, then
             divides them. Give the params' specs one entry per axis; with fewer, the
-            scales' last listed (leading) axis is left unsharded too. Default: False.
+            scales' last listed (leading) axis is left unsharded too. Default: ``False``.
 
     Which leaves are 8-bit is static: a scales entry of the codes' rank is a
     quantized leaf's, one of a higher rank a placeholder. ``per_leaf`` (and so
