@@ -175,3 +175,17 @@ def test_an_orbax_checkpoint_of_the_8bit_state_restores_and_steps(tmp_path):
     got = tx.update(grads_of(params), restored, params)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_an_empty_leaf_is_never_quantized():
+    """min_quantized_size=0 quantizes every real leaf with elements; an empty one keeps
+    float32 moments (and a placeholder), so its blocks are never counted."""
+    tx = adam_optax.adamw8bit(1e-3, min_quantized_size=0, block_size=4)
+    params = {"empty": jnp.zeros((4, 0)), "w": jnp.ones((2, 8))}
+    state = tx.init(params)
+    moments = state[0].nu.per_leaf()
+    assert isinstance(moments["w"], adam_optax.QuantizedArray)
+    assert moments["empty"].dtype == jnp.float32 and moments["empty"].shape == (4, 0)
+    assert state[0].nu.scales["empty"].shape == (4, 1, 1)
+    updates, _ = jax.jit(tx.update)(params, state, params)
+    assert updates["empty"].shape == (4, 0)
