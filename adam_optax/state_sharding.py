@@ -331,7 +331,7 @@ def _state_layout(
             continue
         # Laid out leaf by leaf (QuantizedArray views), then listed in the node's own
         # order (all codes, then all scales), matched by identity. The scales
-        # placeholders of unquantized leaves are scalars: replicated.
+        # placeholders of unquantized leaves (a byte per row) are replicated.
         by_array = {}
         view = jax.tree_util.tree_flatten_with_path(node.per_leaf(), is_leaf=storage.is_quantized)
         for leaf_path, leaf in view[0]:

@@ -84,7 +84,7 @@ def code_map(signed: bool) -> np.ndarray:
     return (_SIGNED_MAP if signed else _UNSIGNED_MAP).astype(np.float32)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class QuantizedArray:
     """A float array stored as 8-bit codes and one float32 scale per block.
 
@@ -132,6 +132,12 @@ class QuantizedArray:
         """The dtype it reads back as."""
         return np.dtype(np.float32)
 
+    def __repr__(self) -> str:
+        return (
+            f"QuantizedArray(codes={_summary(self.codes)!r}, scales={_summary(self.scales)!r}, "
+            f"signed={self.signed}, block_size={self.block_size})"
+        )
+
 
 jax.tree_util.register_dataclass(QuantizedArray)
 
@@ -140,7 +146,66 @@ def is_quantized(x: Any) -> bool:
     return isinstance(x, QuantizedArray)
 
 
-@dataclasses.dataclass(frozen=True)
+def _summary(x: Any) -> Any:
+    """An array leaf as its dtype and shape (``uint8[8,64]``); anything else as it is."""
+    if isinstance(x, (jax.sharding.PartitionSpec, jax.sharding.Sharding)):
+        return x
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        shape = ",".join(map(str, x.shape))
+        return _Text(f"{np.dtype(x.dtype).name}[{shape}]")
+    return x
+
+
+class _Text(str):
+    """A string that reprs without quotes, for ``_summary`` inside a dict's repr."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _placeholder_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of an unquantized leaf's entry in ``QuantizedTree.scales`` (uint8).
+
+    One axis more than the param, so that which leaves are 8-bit is read from the
+    ranks, which are static; the param's leading axes, so that the param's
+    spec divides it once its last axis is unsharded (see ``QuantizedTree``).
+    Not empty, since orbax cannot save an array of zero size: one byte per row.
+    """
+    return (*shape[:-1], 1, 1) if shape else (1,)
+
+
+def _unsharded_last(spec: Any) -> Any:
+    """A PartitionSpec or NamedSharding with its last listed axis unsharded."""
+    if isinstance(spec, jax.sharding.NamedSharding):
+        return jax.sharding.NamedSharding(spec.mesh, _unsharded_last(spec.spec))
+    if isinstance(spec, jax.sharding.PartitionSpec) and len(spec) and spec[-1] is not None:
+        return jax.sharding.PartitionSpec(*spec[:-1], None)
+    return spec
+
+
+class _Mark:
+    """``QuantizedTree.specs_template`` in the pytree's static data, outside its structure.
+
+    Every mark equals every other, so that a template made by ``init`` on optax's
+    placeholder has the structure of the real state, as ``tree_map_params`` requires.
+    """
+
+    __slots__ = ("on",)
+
+    def __init__(self, on: bool):
+        self.on = on
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Mark)
+
+    def __hash__(self) -> int:
+        return hash(_Mark)
+
+    def __repr__(self) -> str:
+        return f"_Mark({self.on})"
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
 class QuantizedTree:
     """A moment of a whole params tree, its large leaves 8-bit: two trees of arrays.
 
@@ -148,45 +213,109 @@ class QuantizedTree:
         codes: the params' tree structure. A quantized leaf holds uint8 codes of
             the param's shape, as ``QuantizedArray.codes``; any other leaf holds
             the moment itself, a float array.
-        scales: the params' tree structure, float32. A quantized leaf holds its
-            block scales, as ``QuantizedArray.scales``; any other leaf an empty
-            ``optax.MaskedNode()``: no scales, no bytes.
+        scales: the params' tree structure. A quantized leaf holds its float32
+            block scales, as ``QuantizedArray.scales``, of the param's rank; any
+            other leaf a placeholder of one axis more, uint8 zeros of shape
+            ``(*shape[:-1], 1, 1)`` (``(1,)`` for a scalar): a byte per row.
         signed: whether the signed map is used (static): True for m, False for v.
         block_size: the block length along the last axis (static).
+        specs_template: True for a tree made by ``init`` on a params tree with no
+            leaves, as ``optax.tree_utils.tree_map_params`` makes one to find the
+            params' trees in a state (static, and not part of the pytree structure).
+            A tree of ``PartitionSpec`` or ``NamedSharding`` built on this structure
+            gives every ``scales`` leaf its spec with the last listed axis unsharded:
+            the param's spec, given to the scales by ``tree_map_params``, then
+            divides them. Give the params' specs one entry per axis; with fewer, the
+            scales' last listed (leading) axis is left unsharded too. Default: ``False``.
+
+    Which leaves are 8-bit is static: a scales entry of the codes' rank is a
+    quantized leaf's, one of a higher rank a placeholder. ``per_leaf`` (and so
+    ``update`` and ``dequantize``) checks the dtypes against it and raises a
+    ``TypeError`` where they changed, as any cast of the whole state does
+    (``optax.tree_utils.tree_cast``: the codes or the placeholders are uint8),
+    instead of reading codes as moments.
 
     The 8-bit transforms' ``mu`` and ``nu``: two trees of plain arrays rather
-    than one tree of ``QuantizedArray`` nodes, so that each params leaf has at
-    most one array in each. Flax NNX's ``nnx.Optimizer`` keeps the state of each params
+    than one tree of ``QuantizedArray`` nodes, so that each params leaf has
+    one array in each. Flax NNX's ``nnx.Optimizer`` keeps the state of each params
     leaf in a ``Variable``, and after each update writes into it what NNX
     flattens the new state to, which splits every pytree node: a
     ``QuantizedArray`` there came back as a ``State`` of codes and scales.
     ``per_leaf`` gives the ``QuantizedArray`` view; ``dequantize`` reads it
-    back as float32.
+    back as float32, and is how to read a moment, take its norm or compare it:
+    optax's tree tools see codes and scales.
 
     Example:
         >>> import jax.numpy as jnp, adam_optax
         >>> tx = adam_optax.scale_by_adam8bit(block_size=4, min_quantized_size=8)
         >>> mu = tx.init({"w": jnp.ones((2, 6)), "b": jnp.ones(2)}).mu
-        >>> print(mu.codes["w"].dtype, mu.scales["w"].shape, mu.codes["b"].dtype, mu.scales["b"])
-        uint8 (2, 2) float32 MaskedNode()
+        >>> mu  # doctest: +NORMALIZE_WHITESPACE
+        QuantizedTree(signed=True, block_size=4, codes={'b': float32[2], 'w': uint8[2,6]},
+                      scales={'b': uint8[1,1], 'w': float32[2,2]})
         >>> type(mu.per_leaf()["w"]).__name__, type(mu.per_leaf()["b"]).__name__
         ('QuantizedArray', 'ArrayImpl')
     """
 
     codes: Any
     scales: Any
-    signed: bool = dataclasses.field(metadata={"static": True})
-    block_size: int = dataclasses.field(metadata={"static": True})
+    signed: bool
+    block_size: int
+    specs_template: bool = False
+
+    def __repr__(self) -> str:
+        codes, scales = (jax.tree.map(_summary, t) for t in (self.codes, self.scales))
+        return (
+            f"QuantizedTree(signed={self.signed}, block_size={self.block_size}, "
+            f"codes={codes!r}, scales={scales!r})"
+        )
 
     def per_leaf(self) -> Any:
-        """The params' tree of ``QuantizedArray`` (quantized leaves) and float arrays."""
+        """The params' tree of ``QuantizedArray`` (quantized leaves) and float arrays.
 
-        def leaf(codes, scales):
-            if codes.dtype != jnp.uint8:
+        Raises:
+            TypeError: a dtype differs from the format's: uint8 codes, float32 scales,
+                uint8 placeholders.
+            ValueError: a scales entry has neither the shape of the blocks of its
+                codes nor that of a placeholder.
+        """
+        kind = "mu" if self.signed else "nu (or nu_max)"
+
+        def leaf(path, codes, scales):
+            where = jax.tree_util.keystr(path)
+            shape, scales_shape = tuple(codes.shape), tuple(scales.shape)
+            placeholder = len(scales_shape) != len(shape)  # then codes is the moment itself
+            expected = np.uint8 if placeholder else np.float32
+            if np.dtype(scales.dtype) != expected:
+                what = "a float32 leaf's placeholder" if placeholder else "block scales"
+                raise TypeError(
+                    f"The 8-bit moment {kind}: scales{where} is {np.dtype(scales.dtype).name}, "
+                    f"but {what} must be {np.dtype(expected).name}. {_CAST_HINT}"
+                )
+            if placeholder:
+                if scales_shape != _placeholder_shape(shape):
+                    raise ValueError(
+                        f"The 8-bit moment {kind}: scales{where} has shape {scales_shape}, "
+                        f"but codes of shape {shape} need {_placeholder_shape(shape)} (a float32 "
+                        "leaf's placeholder) or their blocks' scales (an 8-bit leaf). Pass update "
+                        "the state that init returned."
+                    )
                 return codes
-            return QuantizedArray(codes, scales, tuple(codes.shape), self.signed, self.block_size)
+            blocks = (*shape[:-1], blocks_per_row(shape, self.block_size)) if shape else None
+            if scales_shape != blocks:
+                raise ValueError(
+                    f"The 8-bit moment {kind}: scales{where} has shape {scales_shape}, but "
+                    f"codes of shape {shape} in blocks of {self.block_size} need {blocks}. "
+                    "Pass update the state that init returned."
+                )
+            if np.dtype(codes.dtype) != np.uint8:
+                raise TypeError(
+                    f"The 8-bit moment {kind}: codes{where} is {np.dtype(codes.dtype).name}, but "
+                    f"this leaf is stored in 8 bits (its scales are {scales_shape}): its codes "
+                    f"must be uint8. {_CAST_HINT}"
+                )
+            return QuantizedArray(codes, scales, shape, self.signed, self.block_size)
 
-        return jax.tree.map(leaf, self.codes, self.scales)
+        return jax.tree_util.tree_map_with_path(leaf, self.codes, self.scales)
 
     def replace_leaves(self, tree: Any) -> QuantizedTree:
         """The inverse of ``per_leaf``: ``tree``'s ``QuantizedArray`` and float leaves stored."""
@@ -205,7 +334,27 @@ class QuantizedTree:
         )
 
 
-jax.tree_util.register_dataclass(QuantizedTree)
+_CAST_HINT = (
+    "Was the whole optimizer state cast (optax.tree_utils.tree_cast(state, dtype) casts "
+    "every leaf)? Cast the params or the updates instead, and keep the state init made."
+)
+
+
+def _flatten(q: QuantizedTree):
+    keys = (jax.tree_util.GetAttrKey("codes"), jax.tree_util.GetAttrKey("scales"))
+    static = (q.signed, q.block_size, _Mark(q.specs_template))
+    return tuple(zip(keys, (q.codes, q.scales), strict=True)), static
+
+
+def _unflatten(static, children) -> QuantizedTree:
+    signed, block_size, mark = static
+    codes, scales = children
+    if mark.on:  # a tree of specs from a template: see QuantizedTree.specs_template
+        scales = jax.tree.map(_unsharded_last, scales)
+    return QuantizedTree(codes, scales, signed, block_size, mark.on)
+
+
+jax.tree_util.register_pytree_with_keys(QuantizedTree, _flatten, _unflatten)
 
 
 def per_leaf(moment: Any) -> Any:
@@ -460,6 +609,15 @@ def dequantize(tree: Any) -> Any:
         >>> print(np.asarray(adam_optax.dequantize(state.mu)["w"]).round(4))
         [[ 0.1    -0.055   0.01  ]
          [ 0.      0.2    -0.0509]]
+
+        optax's tree tools see the codes and scales: ``optax.tree.get(state,
+        "mu")`` returns the ``QuantizedTree``, and a norm of it would measure the
+        codes. Read the moment back first:
+
+        >>> import optax
+        >>> mu = adam_optax.dequantize(optax.tree.get(state, "mu"))
+        >>> print(round(float(optax.tree.norm(mu)), 4), mu["w"].dtype)
+        0.2361 float32
     """
 
     def read(x):

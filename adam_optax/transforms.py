@@ -294,7 +294,11 @@ class _Blocks(NamedTuple):
     def zeros(self, params: Any, signed: bool, plain: Any) -> storage.QuantizedTree:
         """A zero moment: 8-bit where it ``applies``, ``plain(param)`` elsewhere.
 
-        Codes are sharded like their param; scales like it but for the last axis.
+        Codes are sharded like their param; scales like it but for the last axis,
+        and so are the placeholders of the other leaves' scales (one axis more:
+        see ``storage.QuantizedTree``). On a params tree with no leaves, such as
+        the placeholder of ``optax.tree_utils.tree_map_params``, the moment is a
+        template for trees of specs (``QuantizedTree.specs_template``).
         """
 
         def codes(p):
@@ -306,12 +310,14 @@ class _Blocks(NamedTuple):
             if self.applies(p):
                 blocks = storage.blocks_per_row(tuple(jnp.shape(p)), block_size)
                 return _zeros_like(p, jnp.float32, last=blocks)
-            return optax.MaskedNode()  # no scales: an empty node, no bytes
+            placeholder = _zeros_like(p, jnp.uint8, last=1)  # (*shape[:-1], 1)
+            return placeholder if jnp.ndim(p) == 0 else placeholder[..., None]
 
         codes_tree = jax.tree.map(codes, params)  # checks min_quantized_size first
         block_size = checks.static_integer("block_size", self.block_size)
         scales_tree = jax.tree.map(scales, params)
-        return storage.QuantizedTree(codes_tree, scales_tree, signed, block_size)
+        template = not jax.tree.leaves(params)
+        return storage.QuantizedTree(codes_tree, scales_tree, signed, block_size, template)
 
 
 def _init_moments(

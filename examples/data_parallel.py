@@ -3,14 +3,22 @@ adam_optax.shard_state (ZeRO stage 1).
 
     python examples/data_parallel.py                                  # 2 processes x 2 devices
     python examples/data_parallel.py --processes 4 --devices-per-process 2
+    python examples/data_parallel.py --state 7byte                    # bfloat16, 8-bit state
 
 It launches N processes on this machine, each with a few CPU devices, and every process
 runs the same program (`worker`): it joins the others through `jax.distributed`, builds one
 mesh over all N x k devices, and trains the digits MLP on one global batch per step, each
 device taking its slice of the batch and holding 1/(N k) of AdamW's moments. The params
-stay replicated. On a GPU or TPU cluster, start one process per host yourself (SLURM's
-srun, or each Cloud TPU VM) and call `jax.distributed.initialize()` with no arguments: it
-reads the coordinator, process count and id from the cluster.
+stay replicated. ``--state`` says how the moments are stored: float32 (8 bytes per
+parameter), 8bit (``adamw8bit``: about 2, on leaves of 4096 elements or more, cut over
+the devices in whole blocks with their scales), or 7byte (``master_weights(adamw8bit)``
+with bfloat16 params: bfloat16 params and gradients, an int8 correction and 8-bit
+moments, 7 bytes per parameter on one device; the correction is sharded too). The result
+line's ``state_held`` is the share of the optimizer state's bytes on process 0's devices.
+
+On a GPU or TPU cluster, start one process per host yourself (SLURM's srun, or each Cloud
+TPU VM) and call `jax.distributed.initialize()` with no arguments: it reads the
+coordinator, process count and id from the cluster.
 
 Options are checked before any process starts (one line, exit code 2). If a process dies,
 the launcher stops the others and exits with code 1 and one line saying which and why (its
@@ -74,6 +82,40 @@ def global_array(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
 
 
 TRAIN_EXAMPLES = 1437  # in common.load_data()'s digits: what --batch-size may not pass
+STATE_FORMATS = ("float32", "8bit", "7byte")  # --state
+
+
+def create_optimizer(state: str, mesh: Mesh) -> optax.GradientTransformation:
+    """AdamW with its state stored as `state` says (see the module docstring), sharded
+    over the mesh's "data" axis: ZeRO stage 1, 8-bit leaves in whole blocks."""
+    if state == "float32":
+        adamw = adam_optax.adamw(3e-3, weight_decay=1e-4)
+    elif state == "8bit":
+        adamw = adam_optax.adamw8bit(3e-3, weight_decay=1e-4)
+    elif state == "7byte":  # the float32 master weights as bfloat16 params + int8 corrections
+        adamw = adam_optax.master_weights(adam_optax.adamw8bit(3e-3, weight_decay=1e-4))
+    else:
+        raise ValueError(f"state must be one of {STATE_FORMATS}, got {state!r}.")
+    return adam_optax.shard_state(adamw, mesh, axis="data")
+
+
+def params_dtype(state: str) -> Any:
+    """The params' dtype: bfloat16 in the 7-byte set-up, else float32."""
+    return jnp.bfloat16 if state == "7byte" else jnp.float32
+
+
+def held_share(tree: Any) -> float:
+    """The fraction of `tree`'s bytes that this process's devices hold, each slice once:
+    1 for a replicated tree, 1/N for one sharded evenly over N processes."""
+    held = total = 0
+    for leaf in jax.tree.leaves(tree):
+        total += leaf.nbytes
+        slices = {
+            tuple((s.start, s.stop) for s in shard.index): shard.data.nbytes
+            for shard in leaf.addressable_shards
+        }
+        held += sum(slices.values())
+    return held / total
 
 
 def train(
@@ -84,14 +126,21 @@ def train(
     batch_size: int,
     hidden: int = 64,
     seed: int = 0,
-) -> tuple[list[float], float]:
+    state: str = "float32",
+) -> tuple[list[float], float, float]:
     """`steps` AdamW steps on global batches of `batch_size` split over the mesh's "data"
-    axis; returns the loss of every step and the test accuracy."""
+    axis, the optimizer state stored as `state` says (see `create_optimizer`); returns
+    the loss of every step, the test accuracy, and the share of the optimizer state's
+    bytes that this process holds (see `held_share`)."""
     replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     sizes = [data.num_features, hidden, data.num_classes]
-    params = jax.tree.map(lambda a: global_array(a, replicated), init_params(sizes, seed))
-    tx = adam_optax.shard_state(adam_optax.adamw(3e-3, weight_decay=1e-4), mesh, axis="data")
-    state = tx.init(params)  # mu and nu: each device holds 1/len(mesh.devices) of them
+    dtype = params_dtype(state)
+    params = jax.tree.map(
+        lambda a: global_array(a.astype(dtype), replicated), init_params(sizes, seed)
+    )
+    tx = create_optimizer(state, mesh)
+    opt_state = tx.init(params)  # each device holds 1/len(mesh.devices) of the moments
+    share = held_share(opt_state)
 
     @jax.jit
     def step(params, state, x, y):
@@ -106,12 +155,12 @@ def train(
         batch = order[k * batch_size : (k + 1) * batch_size]
         x = global_array(data.x_train[batch], split)
         y = global_array(data.y_train[batch], split)
-        params, state, loss = step(params, state, x, y)
+        params, opt_state, loss = step(params, opt_state, x, y)
         losses.append(float(loss))  # a replicated scalar: every process can read it
 
     x_test, y_test = (global_array(a, replicated) for a in (data.x_test, data.y_test))
     accuracy = jax.jit(lambda params: jnp.mean(jnp.argmax(predict(params, x_test), -1) == y_test))
-    return losses, float(accuracy(params))
+    return losses, float(accuracy(params)), share
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -131,8 +180,13 @@ def worker(args: argparse.Namespace) -> None:
     )
     mesh = Mesh(np.array(jax.devices()), ("data",))  # every device of every process
     start = time.perf_counter()
-    losses, accuracy = train(
-        common.load_data(), mesh, steps=args.steps, batch_size=args.batch_size, seed=args.seed
+    losses, accuracy, share = train(
+        common.load_data(),
+        mesh,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        state=args.state,
     )
     if jax.process_index() == 0:
         if args.losses:
@@ -140,7 +194,7 @@ def worker(args: argparse.Namespace) -> None:
         seconds = time.perf_counter() - start
         print(
             f"test_accuracy={accuracy:.4f} loss={losses[-1]:.4f} steps={len(losses)} "
-            f"seconds={seconds:.1f}",
+            f"state={args.state} state_held={share:.2f} seconds={seconds:.1f}",
             file=result,
             flush=True,
         )
@@ -249,6 +303,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--steps", type=at_least(1), default=200, help="AdamW steps")
     add("--batch-size", type=at_least(1), default=64, help="global batch size")
     add("--seed", type=at_least(0), default=0, help="seeds the params and the shuffles")
+    add(
+        "--state",
+        choices=STATE_FORMATS,
+        default="float32",
+        help="how AdamW stores its moments: float32 (8 bytes per parameter), 8bit (about 2, "
+        "on leaves of 4096 elements or more), or 7byte (master_weights(adamw8bit) with "
+        "bfloat16 params)",
+    )
     add("--losses", type=npy_file, help="save the loss of every step to this .npy file")
     add("--timeout", type=at_least(1e-3, float), default=600, help="seconds for the whole run")
     add("--init-timeout", type=at_least(1), default=60, help="seconds to wait for all")

@@ -16,35 +16,81 @@ import jax
 import numpy as np
 import pytest
 from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 import common
 import data_parallel
 
+import adam_optax
+
 EXAMPLE = Path(data_parallel.__file__)
-SUMMARY = re.compile(r"^test_accuracy=0\.\d{4} loss=\d+\.\d{4} steps=\d+ seconds=\d+\.\d$")
+SUMMARY = re.compile(
+    r"^test_accuracy=0\.\d{4} loss=\d+\.\d{4} steps=\d+ state=(\w+) state_held=(\d\.\d\d) "
+    r"seconds=\d+\.\d$"
+)
 
 
-def test_two_processes_train_as_one_does(tmp_path):
+@pytest.mark.parametrize("state", data_parallel.STATE_FORMATS)
+def test_two_processes_train_as_one_does(state, tmp_path):
+    """The same losses as one device, to float32 rounding (the gradients are summed in
+    another order), and process 0 holds half the optimizer state: the rest is on the other
+    process's devices."""
     losses = tmp_path / "losses.npy"
     options = "--processes 2 --devices-per-process 2 --steps 4 --batch-size 64 --timeout 100"
     command = [sys.executable, str(EXAMPLE), *options.split(), "--losses", str(losses)]
+    command += ["--state", state]
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as run:
         one_device = Mesh(np.array(jax.devices()[:1]), ("data",))  # meanwhile, the reference
-        expected, _ = data_parallel.train(
-            common.load_data(), one_device, steps=4, batch_size=64, seed=0
+        expected, _, held = data_parallel.train(
+            common.load_data(), one_device, steps=4, batch_size=64, seed=0, state=state
         )
         try:
             stdout, stderr = run.communicate(timeout=120)
         finally:
             run.kill()
     assert run.returncode == 0, stderr[-2000:]
-    assert SUMMARY.match(stdout), stdout  # and nothing else: gloo's lines go to the logs
+    summary = SUMMARY.match(stdout)
+    assert summary, stdout  # and nothing else: gloo's lines go to the logs
     assert stdout.count("\n") == 1, stdout
     np.testing.assert_allclose(np.load(losses), expected, rtol=1e-5)
+    assert held == 1.0  # one device holds it all
+    assert summary.group(1) == state
+    assert 0.5 <= float(summary.group(2)) <= 0.52  # replicated: the count, a (10,) bias
+
+
+@pytest.mark.skipif(jax.device_count() < 4, reason="needs 4 devices (see conftest)")
+@pytest.mark.parametrize("state", ["8bit", "7byte"])
+def test_the_8bit_state_is_cut_in_whole_blocks(state):
+    """On 4 devices, the first layer's (64, 64) moments are 8-bit, in blocks of 64 (a row):
+    each device holds 16 rows of codes and those rows' scales. Every other state leaf is
+    cut over the data axis where 4 divides a dimension."""
+    mesh = Mesh(np.array(jax.devices()[:4]), ("data",))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    sizes = [64, 64, 10]
+    dtype = data_parallel.params_dtype(state)
+    params = jax.tree.map(
+        lambda a: jax.device_put(a.astype(dtype), replicated), data_parallel.init_params(sizes, 0)
+    )
+    opt_state = data_parallel.create_optimizer(state, mesh).init(params).inner
+    if state == "7byte":
+        assert opt_state.correction[0]["w"].dtype == np.int8
+        assert opt_state.correction[0]["w"].sharding.shard_shape((64, 64)) == (16, 64)
+        opt_state = opt_state.inner
+    for moment in (opt_state[0].mu, opt_state[0].nu):
+        q = moment.per_leaf()[0]["w"]
+        assert isinstance(q, adam_optax.QuantizedArray) and q.block_size == 256
+        assert q.codes.sharding.spec == q.scales.sharding.spec == P("data", None)
+        for codes, scales in zip(
+            q.codes.addressable_shards, q.scales.addressable_shards, strict=True
+        ):
+            assert codes.device == scales.device
+            assert codes.data.shape == (16, 64) and scales.data.shape == (16, 1)
+            assert codes.index[0] == scales.index[0]  # the same rows
+        assert moment.codes[1]["w"].dtype == np.float32  # (64, 10): float32 moments
 
 
 def test_a_failing_process_stops_the_others(capsys):
@@ -94,6 +140,7 @@ BAD_OPTIONS = [  # (command line, message); each once failed late, with a traceb
     ("--losses {tmp}/out.txt", r"argument --losses: must name a \.npy file"),
     ("--losses {tmp}/absent/out.npy", r"argument --losses: cannot write \S+/out\.npy \(\w"),
     ("--timeout nan", r"argument --timeout: must be a number >= 0\.001, got nan"),
+    ("--state 4bit", r"argument --state: invalid choice: '4bit' \(choose from .*7byte"),
 ]
 
 

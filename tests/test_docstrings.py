@@ -113,7 +113,10 @@ def problems_of(obj: object) -> list[str]:
     if inspect.isclass(obj):
         if not dataclasses.is_dataclass(obj):
             return []
-        fields = {f.name: _REQUIRED for f in dataclasses.fields(obj)}
+        fields = {
+            f.name: _REQUIRED if f.default is dataclasses.MISSING else f.default
+            for f in dataclasses.fields(obj)
+        }
         return check_entries(f"{name} Attributes", section(doc, "Attributes"), fields)
     parameters = inspect.signature(obj).parameters.values()
     expected = {

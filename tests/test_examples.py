@@ -392,15 +392,20 @@ def test_bad_input_fails_before_the_data_loads(monkeypatch, capsys):
 COUNTS = 2 * 4  # AdamW's and the warmup-cosine schedule's int32 step counts
 
 
-def moment_bytes(hidden: int, quantized_from: int = 2**62) -> tuple[int, int]:
+def moment_bytes(hidden: int, quantized_from: int | None = None) -> tuple[int, int]:
     """By hand, for the digits MLP 64-hidden-10 with biases: the bytes of AdamW's two
     moments, 4 bytes per parameter each, or, for a kernel of >= quantized_from elements, 1
-    byte each plus one float32 scale per row (a row of <= 256 is one block); and the number
-    of parameters."""
+    byte each plus one float32 scale per row (a row of <= 256 is one block), the other
+    leaves of an 8-bit state with a one-byte placeholder per row (QuantizedTree); and the
+    number of parameters."""
     kernels, biases = [64 * hidden, hidden * 10], [hidden, 10]
-    state = 8 * sum(biases)
+    eight_bit = quantized_from is not None
+    state = 8 * sum(biases) + 2 * len(biases) * eight_bit
     for size, rows in zip(kernels, (64, hidden), strict=True):
-        state += 2 * (size + 4 * rows) if size >= quantized_from else 8 * size
+        if eight_bit and size >= quantized_from:
+            state += 2 * (size + 4 * rows)
+        else:
+            state += 8 * size + 2 * rows * eight_bit
     return state, sum(kernels) + sum(biases)
 
 
@@ -427,7 +432,7 @@ def test_the_state_option_picks_the_moments_format(state, hidden):
     model = flax_linen_mlp.MLP(config.hidden, 10)
     params = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 64), np.float32))
     tx = flax_linen_mlp.create_optimizer(config, 100)
-    state_bytes, params_count = moment_bytes(hidden, 4096 if state == "8bit" else 2**62)
+    state_bytes, params_count = moment_bytes(hidden, 4096 if state == "8bit" else None)
     expected = (state_bytes + COUNTS) / params_count
     assert common.state_bytes_per_param(tx, params["params"]) == pytest.approx(expected, rel=1e-6)
 
