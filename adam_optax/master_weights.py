@@ -185,6 +185,8 @@ def _path(path: Any) -> str:
 
 
 def _check_leaf(path: Any, p: Any, c: Any) -> None:
+    if _is_marker(p):  # a leaf masked out by optax.masked or optax.partition around us
+        return
     dtype = jnp.dtype(jnp.result_type(p))
     if _is_marker(c) and dtype in _CORRECTED:
         raise ValueError(

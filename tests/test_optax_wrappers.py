@@ -29,7 +29,6 @@ import pytest
 import adam_optax
 
 BF16 = jnp.bfloat16
-_OPTAX = tuple(int(part) for part in optax.__version__.split(".")[:3])
 
 Make = Callable[[Any], optax.GradientTransformation]  # learning rate -> transform
 
@@ -38,7 +37,7 @@ class Wrapper(NamedTuple):
     id: str
     wrap: Callable[[Make], optax.GradientTransformation]  # wraps the transform `make` builds
     nan_step_skipped: bool = False  # feed a NaN gradient at step 1: the wrapper skips it
-    min_optax: tuple[int, int, int] = (0, 0, 0)
+    optax_casts: str = ""  # why optax's wrapper itself casts updates of bfloat16 params
 
 
 def _labels(params: Any) -> Any:
@@ -60,7 +59,13 @@ WRAPPERS = [
         "partition",
         lambda make: optax.partition({"inner": make(1e-2), "sgd": optax.sgd(1e-2)}, _labels),
     ),
-    Wrapper("inject_hyperparams", lambda make: optax.inject_hyperparams(make)(1e-2)),
+    Wrapper(
+        "inject_hyperparams",
+        lambda make: optax.inject_hyperparams(make)(1e-2),
+        optax_casts="inject_hyperparams stores the learning rate as a float32 array for these "
+        "mixed params, so the inner alias's update is float32 (optax.adamw's too); "
+        "master_weights, around or inside, casts it back",
+    ),
     Wrapper(
         "chain_with_schedule",
         lambda make: optax.chain(
@@ -115,8 +120,8 @@ def _skipped_leaves(before: Any, after: Any) -> list[str]:
     for (path, a), b in zip(
         jax.tree_util.tree_leaves_with_path(before), jax.tree.leaves(after), strict=True
     ):
-        if jnp.issubdtype(a.dtype, jnp.integer) and a.ndim == 0:
-            continue  # the wrappers' own step and skip counters
+        if a.ndim == 0 and not jnp.issubdtype(a.dtype, jnp.floating):
+            continue  # the wrappers' own step and skip counters and flags
         if not np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True):
             changed.append(jax.tree_util.keystr(path))
     return changed
@@ -125,8 +130,8 @@ def _skipped_leaves(before: Any, after: Any) -> list[str]:
 @pytest.mark.parametrize("position", list(POSITIONS))
 @pytest.mark.parametrize("row", WRAPPERS, ids=[row.id for row in WRAPPERS])
 def test_wrapper_keeps_grads_dtype_and_skips_nan(row, position):
-    if _OPTAX < row.min_optax:
-        pytest.skip(f"optax < {row.min_optax}")
+    if row.optax_casts and position == "around_8bit":
+        pytest.skip(f"optax's own behaviour: {row.optax_casts}")
     tx = POSITIONS[position](row)
     params = _params()
     state = tx.init(params)
