@@ -176,7 +176,10 @@ def _step(
     # Where p' - p is no such number, step towards the master itself: apply_updates then
     # lands within half a unit of the update from it, which the correction covers.
     update = jnp.where(update == difference, update, (target - f).astype(update_dtype))
-    landed = jnp.asarray(p + update).astype(p.dtype)  # optax.apply_updates, verbatim
+    # What optax.apply_updates lands on: p + update, exact or rounded once in float32, then
+    # rounded to p's dtype. Written in float32 because XLA may keep a bfloat16 sum's excess
+    # precision inside a fusion (xla_allow_excess_precision), which the output cannot have.
+    landed = (f + update.astype(jnp.float32)).astype(p.dtype)
     return update, _correction(target, landed, bits)
 
 

@@ -376,9 +376,7 @@ def test_composes_and_equals_float32_params(name):
     build, grads = COMPOSITIONS[name]
     params = _mixed_params()  # bfloat16 w, float16 h, float32 b
     tx = build(
-        lambda inner: adam_optax.master_weights(
-            inner, correction_bits=16, update_dtype=jnp.float32
-        )
+        lambda inner: adam_optax.master_weights(inner, correction_bits=16, update_dtype=jnp.float32)
     )
     p, state = _run(tx, params, 3, grads, jit=False)
     masters = adam_optax.master_params(p, state)
@@ -496,3 +494,98 @@ def test_a_weight_that_falls_near_zero_or_changes_sign_in_one_step_lands_exactly
     target = np.asarray(p, np.float32) - np.asarray(g)  # float32, as a float32 run computes
     np.testing.assert_array_equal(np.asarray(adam_optax.master_params(new, state)), target)
     np.testing.assert_array_equal(np.asarray(new), target.astype(BF16))
+
+
+# --- Updates in the gradients' dtype (the default) --------------------------------------
+
+
+def _bfloat16_ulp(x: np.ndarray) -> np.ndarray:
+    """The spacing of bfloat16 numbers at |x| (float64; normal numbers)."""
+    return np.ldexp(1.0, np.frexp(np.abs(x))[1] - 8)
+
+
+def test_bfloat16_grads_follow_the_float64_master_trajectory():
+    """sgd with bfloat16 grads on bfloat16 params, 300 jitted steps that each stay within a
+    factor of two of the weight: the updates are bfloat16, every step lands on the rounded
+    master, and the master is float64's ``w + u`` rounded to 16 significant bits each step.
+    (lr = 2^-8 and |g| >= 2^-6 make every float32 sum exact, so float64 is the reference.)"""
+    steps, lr = 300, 2.0**-8
+    rng = np.random.default_rng(4)
+    w0 = rng.uniform(0.5, 3.0, 512) * rng.choice([-1, 1], 512)
+    g = rng.uniform(2.0**-6, 1.0, (steps, 512)) * rng.choice([-1, 1], (steps, 512))
+    g = np.asarray(jnp.asarray(g, BF16).astype(jnp.float32), np.float64)  # bfloat16 values
+    p0 = jnp.asarray(w0, BF16)
+    tx = adam_optax.master_weights(optax.sgd(lr))  # correction_bits=8: 16-bit masters
+    update = jax.jit(tx.update)
+    assert jax.eval_shape(update, p0, tx.init(p0), p0)[0].dtype == BF16
+
+    @jax.jit
+    def run(p, grads):
+        def body(carry, g_t):
+            p, state = carry
+            updates, state = tx.update(g_t.astype(BF16), state, p)
+            p = optax.apply_updates(p, updates)
+            return (p, state), (p, adam_optax.master_params(p, state))
+
+        return jax.lax.scan(body, (p, tx.init(p)), grads)[1]
+
+    params, masters = jax.device_get(run(p0, jnp.asarray(g, jnp.float32)))
+    reference = np.asarray(p0.astype(jnp.float32), np.float64)
+    min_exponent = -133 - 8
+    for t in range(steps):
+        reference = round_to_bits(reference - lr * g[t], 16, min_exponent)
+        np.testing.assert_array_equal(np.asarray(masters[t], np.float64), reference, f"step {t}")
+        # the param is the master's nearest bfloat16 (the neighbour above at a tie)
+        p = np.asarray(params[t].astype(np.float32), np.float64)
+        assert np.all(np.abs(reference - p) <= _bfloat16_ulp(p) / 2), t
+    # against the unrounded run: at most 2^-16 |w| < 2^-14 per step (|w| < 4)
+    w_float64 = np.asarray(p0.astype(jnp.float32), np.float64) - lr * g.sum(axis=0)
+    assert np.abs(reference - w_float64).max() <= steps * 2.0**-14
+
+
+def _one_big_step(update_dtype):
+    """Five small steps (corrections accumulate), then one large: sign changes, falls to a
+    fraction of the weight, growth past twice it. sgd(1.0) with bfloat16 grads, 16-bit
+    corrections (the float32 master exactly). Returns the params before the big step, its
+    update, and the params and masters after it."""
+    rng = np.random.default_rng(5)
+    n = 4096
+    p = jnp.asarray(rng.uniform(0.01, 4.0, n) * rng.choice([-1, 1], n), BF16)
+    tx = adam_optax.master_weights(optax.sgd(1.0), correction_bits=16, update_dtype=update_dtype)
+    state = tx.init(p)
+    step = jax.jit(lambda g, s, p: tx.update(g, s, p))
+    for t in range(5):
+        small = jnp.asarray(p.astype(jnp.float32) * rng.uniform(-1e-3, 1e-3, n), BF16)
+        updates, state = step(small, state, p)
+        p = optax.apply_updates(p, updates)
+    kind = rng.integers(0, 3, n)  # 0: across zero, 1: down to a fraction, 2: up past 2x
+    factor = np.choose(kind, [rng.uniform(-3, -0.01, n), rng.uniform(1e-4, 0.5, n),
+                              rng.uniform(2.0, 50.0, n)])  # fmt: skip
+    masters = adam_optax.master_params(p, state)
+    big = jnp.asarray(np.asarray(masters) * (1 - factor), BF16)  # w' = w - g ~ factor * w
+    updates, state = step(big, state, p)
+    new = optax.apply_updates(p, updates)
+    return p, updates, new, adam_optax.master_params(new, state)
+
+
+def test_a_step_that_is_no_bfloat16_loses_at_most_half_a_unit_of_itself():
+    """Where p' - p is a bfloat16 the bfloat16 update lands on p' and keeps the master of
+    float32 updates bit for bit; where it is not, the master loses at most half a bfloat16
+    unit of that step's update (plus 2^-17 ulp of rounding), never the small steps before."""
+    p, updates, new, masters = jax.device_get(_one_big_step(None))
+    _, exact_updates, exact_new, exact_masters = jax.device_get(_one_big_step(jnp.float32))
+    assert updates.dtype == BF16 and exact_updates.dtype == jnp.float32
+    p64, exact64 = np.asarray(p, np.float64), np.asarray(exact_new, np.float64)
+    difference = exact64 - p64  # p' - p, exact
+    fits = np.asarray(jnp.asarray(difference, BF16), np.float64) == difference
+    assert fits.sum() > 100 and (~fits).sum() > 1000  # both cases, many times
+    np.testing.assert_array_equal(new[fits], exact_new[fits])
+    np.testing.assert_array_equal(masters[fits], exact_masters[fits])
+    u64 = np.asarray(updates, np.float64)[~fits]
+    loss = np.abs(np.asarray(masters, np.float64) - np.asarray(exact_masters, np.float64))[~fits]
+    landed = np.asarray(new, np.float64)[~fits]
+    bound = _bfloat16_ulp(u64) / 2 + _bfloat16_ulp(landed) * 2.0**-17 + 2.0**-24 * np.abs(u64)
+    assert np.all(loss <= bound), (loss / bound).max()
+    assert np.any(loss > _bfloat16_ulp(u64) / 8)  # the bound is not vacuous
+    crossed = np.sign(landed) != np.sign(p64[~fits])
+    assert crossed.sum() > 100

@@ -89,9 +89,7 @@ def _adamw8bit(learning_rate: Any) -> optax.GradientTransformation:
 
 
 POSITIONS: dict[str, Callable[[Wrapper], optax.GradientTransformation]] = {
-    "around_master": lambda row: row.wrap(
-        lambda lr: adam_optax.master_weights(_adamw8bit(lr))
-    ),
+    "around_master": lambda row: row.wrap(lambda lr: adam_optax.master_weights(_adamw8bit(lr))),
     "inside_master": lambda row: adam_optax.master_weights(row.wrap(_adamw8bit)),
     "around_8bit": lambda row: row.wrap(_adamw8bit),
 }
