@@ -315,11 +315,12 @@ def test_sharded_leaves_keep_their_sharding():
 # reference. With 16 bits and float32 updates the master must equal the float32 params
 # bit for bit. (With the default updates in the grads' dtype a step that is no 16-bit
 # number, such as a sign change, may lose up to half a unit of itself: see
-# test_a_step_that_is_no_bfloat16_loses_at_most_half_a_unit_of_itself.) The runs are eager (3 steps): the
-# operations compile once for all rows. Where the wrapper's whole update runs inside a
-# compiled lax.cond (MultiSteps, apply_if_finite outside it), XLA:CPU may fuse the inner
-# update's last multiply with the add into the master into one FMA, which the float32
-# run's separate apply_updates does not: there the master may be 1 float32 ulp off.
+# test_a_step_that_is_no_bfloat16_loses_at_most_half_a_unit_of_itself.) The runs are
+# eager (3 steps): the operations compile once for all rows. Where the wrapper's whole
+# update runs inside a compiled lax.cond (MultiSteps, apply_if_finite outside it), XLA:CPU
+# may fuse the inner update's last multiply with the add into the master into one FMA,
+# which the float32 run's separate apply_updates does not: there the master may be 1
+# float32 ulp off.
 def _adamw():
     return adam_optax.adamw(1e-2, weight_decay=0.1)
 
@@ -554,7 +555,7 @@ def _one_big_step(update_dtype):
     tx = adam_optax.master_weights(optax.sgd(1.0), correction_bits=16, update_dtype=update_dtype)
     state = tx.init(p)
     step = jax.jit(lambda g, s, p: tx.update(g, s, p))
-    for t in range(5):
+    for _ in range(5):
         small = jnp.asarray(p.astype(jnp.float32) * rng.uniform(-1e-3, 1e-3, n), BF16)
         updates, state = step(small, state, p)
         p = optax.apply_updates(p, updates)
