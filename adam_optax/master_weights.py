@@ -117,22 +117,61 @@ def _next_up(x: jax.Array) -> jax.Array:
     return lax.bitcast_convert_type(up.astype(jnp.uint16), x.dtype)
 
 
-def _unit(p: jax.Array, upward: jax.Array) -> jax.Array:
-    """The spacing from ``p`` to its neighbour above (``upward``) or below, in float32."""
-    f = p.astype(jnp.float32)
-    above = _next_up(p).astype(jnp.float32) - f
-    below = f + _next_up(-p).astype(jnp.float32)  # p - next_down(p)
+# The arithmetic below holds 16-bit values in float32 (exactly: float32 holds every
+# bfloat16 and float16). For bfloat16, rounding and stepping to a neighbour are integer
+# operations on float32's bits, which XLA fuses into each consumer and recomputes there,
+# instead of keeping arrays of intermediate 16-bit values across the step.
+
+
+def _on_grid(x: jax.Array, dtype: Any) -> jax.Array:
+    """float32 ``x`` rounded to nearest-even in ``dtype``, held in float32."""
+    dtype = jnp.dtype(dtype)
+    if dtype == jnp.float32:
+        return x
+    if dtype != jnp.bfloat16:
+        return x.astype(dtype).astype(jnp.float32)
+    bits = lax.bitcast_convert_type(x, jnp.uint32)
+    rounded = (bits + (0x7FFF + ((bits >> 16) & 1))) & jnp.uint32(0xFFFF0000)
+    return jnp.where(jnp.isnan(x), x, lax.bitcast_convert_type(rounded, jnp.float32))
+
+
+def _next_up32(f: jax.Array, dtype: Any) -> jax.Array:
+    """The next value of ``dtype`` above each finite ``f`` (a ``dtype`` value in float32)."""
+    if jnp.dtype(dtype) != jnp.bfloat16:
+        return _next_up(f.astype(dtype)).astype(jnp.float32)
+    bits = lax.bitcast_convert_type(f, jnp.uint32)
+    step = jnp.uint32(0x10000)  # one bfloat16 unit in the last place
+    up = jnp.where(bits >= jnp.uint32(0x80000000), bits - step, bits + step)
+    up = jnp.where(bits == jnp.uint32(0x80000000), step, up)  # -0 -> the smallest subnormal
+    return lax.bitcast_convert_type(up, jnp.float32)
+
+
+def _unit(f: jax.Array, upward: jax.Array, dtype: Any) -> jax.Array:
+    """The spacing from ``f`` (a ``dtype`` value in float32) to its neighbour above
+    (``upward``) or below."""
+    above = _next_up32(f, dtype) - f
+    below = f + _next_up32(-f, dtype)  # f - next_down(f)
     return jnp.where(upward, above, below)
 
 
-def _scaled_error(target: jax.Array, p: jax.Array, bits: int) -> jax.Array:
-    """(target - p) in units of 2^-bits of p's spacing on that side, rounded to nearest-even.
+def _reciprocal(unit: jax.Array) -> jax.Array:
+    """1 / ``unit`` for a float32 power of two, exactly, from its exponent bits; NaN for
+    0 (a flushed subnormal), inf or NaN. A multiply, not a divide, so that XLA may
+    recompute it in each fusion that needs it instead of keeping an array of it."""
+    exponent = (lax.bitcast_convert_type(unit, jnp.uint32) >> 23) & 0xFF
+    inverse = (jnp.uint32(254) - exponent) << 23
+    usable = (exponent > 0) & (exponent < 254)
+    return jnp.where(usable, lax.bitcast_convert_type(inverse, jnp.float32), jnp.nan)
 
-    Both the difference and the scaling by powers of two are exact in float32.
-    Non-finite values give 0.
+
+def _scaled_error(target: jax.Array, f: jax.Array, bits: int, dtype: Any) -> jax.Array:
+    """(target - f) in units of 2^-bits of f's spacing on that side, rounded to nearest-even.
+
+    ``f`` is a ``dtype`` value in float32. Both the difference and the scaling by powers
+    of two are exact in float32. Non-finite values give 0.
     """
-    r = target - p.astype(jnp.float32)
-    s = jnp.round(r / _unit(p, r >= 0) * 2.0**bits)
+    r = target - f
+    s = jnp.round(r * _reciprocal(_unit(f, r >= 0, dtype)) * 2.0**bits)
     return jnp.where(jnp.isfinite(s), s, 0.0)
 
 
@@ -140,20 +179,30 @@ def _scaled_error(target: jax.Array, p: jax.Array, bits: int) -> jax.Array:
 def _decode(p: jax.Array, c: jax.Array, bits: int) -> jax.Array:
     """The float32 master weight of param ``p`` and its correction ``c``."""
     f = p.astype(jnp.float32)
-    delta = c.astype(jnp.float32) * (_unit(p, c >= 0) * 2.0**-bits)
+    delta = c.astype(jnp.float32) * (_unit(f, c >= 0, p.dtype) * 2.0**-bits)
     return jnp.where(c == 0, f, f + delta)
 
 
+def _round32(target: jax.Array, dtype: Any, bits: int) -> jax.Array:
+    """The param nearest ``target`` whose correction fits in ``bits`` (see the module doc),
+    in float32."""
+    f = _on_grid(target, dtype)
+    tie_went_down = _scaled_error(target, f, bits, dtype) >= 2.0 ** (bits - 1)
+    return jnp.where(tie_went_down, _next_up32(f, dtype), f)
+
+
 def _round(target: jax.Array, dtype: Any, bits: int) -> jax.Array:
-    """The param nearest ``target`` whose correction fits in ``bits`` (see the module doc)."""
-    p = target.astype(dtype)
-    tie_went_down = _scaled_error(target, p, bits) >= 2.0 ** (bits - 1)
-    return jnp.where(tie_went_down, _next_up(p), p)
+    return _round32(target, dtype, bits).astype(dtype)
+
+
+def _correction32(target: jax.Array, f: jax.Array, bits: int, dtype: Any) -> jax.Array:
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    error = _scaled_error(target, f, bits, dtype)
+    return jnp.clip(error, lo, hi).astype(_CORRECTION_DTYPE[bits])
 
 
 def _correction(target: jax.Array, p: jax.Array, bits: int) -> jax.Array:
-    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    return jnp.clip(_scaled_error(target, p, bits), lo, hi).astype(_CORRECTION_DTYPE[bits])
+    return _correction32(target, p.astype(jnp.float32), bits, p.dtype)
 
 
 # The leaf functions are jitted so that eager ``update`` makes one dispatch per leaf
@@ -171,14 +220,15 @@ def _step(
     bits = 8 * c.dtype.itemsize
     f = p.astype(jnp.float32)
     target = master + u.astype(jnp.float32)
-    difference = _round(target, p.dtype, bits).astype(jnp.float32) - f
-    update = difference.astype(update_dtype)
+    difference = _round32(target, p.dtype, bits) - f
+    update = _on_grid(difference, update_dtype)
     # Where p' - p is no such number, step towards the master itself: apply_updates then
     # lands within half a unit of the update from it, which the correction covers.
-    update = jnp.where(update == difference, update, (target - f).astype(update_dtype))
+    update = jnp.where(update == difference, update, _on_grid(target - f, update_dtype))
     # What optax.apply_updates lands on: p + update, exact or rounded once in float32, then
-    # rounded to p's dtype. Written in float32 because XLA may keep a bfloat16 sum's excess
-    # precision inside a fusion (xla_allow_excess_precision), which the output cannot have.
+    # rounded to p's dtype. Computed in float32 because XLA may keep a bfloat16 sum's
+    # excess precision inside a fusion (xla_allow_excess_precision); the output cannot.
+    update = update.astype(update_dtype)
     landed = (f + update.astype(jnp.float32)).astype(p.dtype)
     return update, _correction(target, landed, bits)
 
