@@ -33,19 +33,38 @@ float32 weights.)
 **One step.** ``update`` rebuilds ``w`` in float32, passes it to ``tx`` as the
 params (weight decay sees the master), and with ``tx``'s update ``u`` forms
 ``w' = w + u`` in float32. It rounds ``w'`` to nearest in the param dtype, ``p'``,
-and returns ``p' - p`` in float32 as the update, so that ``optax.apply_updates``
-(which adds in float32, then casts back) lands on ``p'`` bit for bit. The new
-correction is ``w'``'s rounding error, rounded to nearest-even in steps of
-``2^{-B}`` ulp: the master keeps ``|w' - \tilde w'| \le 2^{-B-1}`` ulp of ``p'``,
-a relative error of at most :math:`2^{-(8+B)}` per step for bfloat16.
+and returns ``p' - p`` as the update, so that ``optax.apply_updates`` lands on
+``p'``. The new correction is ``w'``'s rounding error against the value
+``apply_updates`` lands on, ``\hat p = \mathrm{cast}(p + \mathrm{update})``,
+rounded to nearest-even in steps of ``2^{-B}`` ulp: the master keeps
+``|w' - \tilde w'| \le 2^{-B-1}`` ulp of ``\hat p``, a relative error of at most
+:math:`2^{-(8+B)}` per step for bfloat16.
 
-Returned updates are float32 for the corrected leaves whatever the gradients'
-dtype: the difference of two bfloat16 numbers, e.g. across a sign change or a
-halving, is not always a bfloat16, so a bfloat16 update would not always land
-exactly. ``p' - p`` is exact in float32 when ``p'`` and ``p`` are within a factor
-2^15 of each other; for a weight that in one step falls to less than 2^-15 of its
-magnitude the correction is taken against the value ``apply_updates`` does reach
-(at most 2^-24 of the old weight away), so the landing stays exact.
+**The updates' dtype.** By default (``update_dtype=None``) each update has its
+gradient's dtype, as optax's own transforms keep it, so that the wrappers which
+assume it (``optax.apply_if_finite``'s skipped step, ``optax.MultiSteps``'s
+accumulator) compose. With bfloat16 gradients the update is ``p' - p`` rounded to
+bfloat16. It is exact, and ``apply_updates`` lands on ``p'`` bit for bit, whenever
+``p' - p`` is a bfloat16: every step that keeps the weight within a factor of two
+of itself, since the difference of two bfloat16 numbers within a factor of two of
+each other is a bfloat16 (Sterbenz's lemma), and most larger ones. Where it is not
+(a sign change, a weight that falls to a fraction of itself or grows past twice
+itself), the update is the master's own step ``w' - p`` rounded to bfloat16, ``U``;
+``apply_updates`` lands on ``\hat p``, the param nearest ``p + U``, and the
+correction is taken against ``\hat p``. Its range covers every value that rounds
+to ``\hat p``, ``p + U`` among them, so the master loses at most
+``|w' - (p + U)|``, half a bfloat16 unit of that one step's update (plus the
+correction's own rounding). The steps before are never lost: they live in ``w``,
+which ``\hat p`` and its correction carry on.
+
+``update_dtype=jnp.float32`` returns float32 updates instead, the exact emulation
+of float32 master weights: ``p' - p`` is exact in float32 when ``p'`` and ``p``
+are within a factor 2^15 of each other, so ``apply_updates`` (which adds in
+float32, then casts back) lands on ``p'`` every step. (For a weight that in one
+step falls to less than 2^-15 of its magnitude, it lands at most 2^-24 of the old
+weight away, and the correction is again taken there.) The price is that optax
+wrappers that keep the gradients' dtype see two dtypes: ``apply_if_finite``
+around it fails under ``jit``, and ``MultiSteps`` around it needs optax 0.2.8.
 
 Reference: Hu et al., "FlashOptim: Optimizers for Memory Efficient Training",
 arXiv 2602.23349, 2026 (bfloat16 weights plus an int8 correction).
@@ -98,22 +117,61 @@ def _next_up(x: jax.Array) -> jax.Array:
     return lax.bitcast_convert_type(up.astype(jnp.uint16), x.dtype)
 
 
-def _unit(p: jax.Array, upward: jax.Array) -> jax.Array:
-    """The spacing from ``p`` to its neighbour above (``upward``) or below, in float32."""
-    f = p.astype(jnp.float32)
-    above = _next_up(p).astype(jnp.float32) - f
-    below = f + _next_up(-p).astype(jnp.float32)  # p - next_down(p)
+# The arithmetic below holds 16-bit values in float32 (exactly: float32 holds every
+# bfloat16 and float16). For bfloat16, rounding and stepping to a neighbour are integer
+# operations on float32's bits, which XLA fuses into each consumer and recomputes there,
+# instead of keeping arrays of intermediate 16-bit values across the step.
+
+
+def _on_grid(x: jax.Array, dtype: Any) -> jax.Array:
+    """float32 ``x`` rounded to nearest-even in ``dtype``, held in float32."""
+    dtype = jnp.dtype(dtype)
+    if dtype == jnp.float32:
+        return x
+    if dtype != jnp.bfloat16:
+        return x.astype(dtype).astype(jnp.float32)
+    bits = lax.bitcast_convert_type(x, jnp.uint32)
+    rounded = (bits + (0x7FFF + ((bits >> 16) & 1))) & jnp.uint32(0xFFFF0000)
+    return jnp.where(jnp.isnan(x), x, lax.bitcast_convert_type(rounded, jnp.float32))
+
+
+def _next_up32(f: jax.Array, dtype: Any) -> jax.Array:
+    """The next value of ``dtype`` above each finite ``f`` (a ``dtype`` value in float32)."""
+    if jnp.dtype(dtype) != jnp.bfloat16:
+        return _next_up(f.astype(dtype)).astype(jnp.float32)
+    bits = lax.bitcast_convert_type(f, jnp.uint32)
+    step = jnp.uint32(0x10000)  # one bfloat16 unit in the last place
+    up = jnp.where(bits >= jnp.uint32(0x80000000), bits - step, bits + step)
+    up = jnp.where(bits == jnp.uint32(0x80000000), step, up)  # -0 -> the smallest subnormal
+    return lax.bitcast_convert_type(up, jnp.float32)
+
+
+def _unit(f: jax.Array, upward: jax.Array, dtype: Any) -> jax.Array:
+    """The spacing from ``f`` (a ``dtype`` value in float32) to its neighbour above
+    (``upward``) or below."""
+    above = _next_up32(f, dtype) - f
+    below = f + _next_up32(-f, dtype)  # f - next_down(f)
     return jnp.where(upward, above, below)
 
 
-def _scaled_error(target: jax.Array, p: jax.Array, bits: int) -> jax.Array:
-    """(target - p) in units of 2^-bits of p's spacing on that side, rounded to nearest-even.
+def _reciprocal(unit: jax.Array) -> jax.Array:
+    """1 / ``unit`` for a float32 power of two, exactly, from its exponent bits; NaN for
+    0 (a flushed subnormal), inf or NaN. A multiply, not a divide, so that XLA may
+    recompute it in each fusion that needs it instead of keeping an array of it."""
+    exponent = (lax.bitcast_convert_type(unit, jnp.uint32) >> 23) & 0xFF
+    inverse = (jnp.uint32(254) - exponent) << 23
+    usable = (exponent > 0) & (exponent < 254)
+    return jnp.where(usable, lax.bitcast_convert_type(inverse, jnp.float32), jnp.nan)
 
-    Both the difference and the scaling by powers of two are exact in float32.
-    Non-finite values give 0.
+
+def _scaled_error(target: jax.Array, f: jax.Array, bits: int, dtype: Any) -> jax.Array:
+    """(target - f) in units of 2^-bits of f's spacing on that side, rounded to nearest-even.
+
+    ``f`` is a ``dtype`` value in float32. Both the difference and the scaling by powers
+    of two are exact in float32. Non-finite values give 0.
     """
-    r = target - p.astype(jnp.float32)
-    s = jnp.round(r / _unit(p, r >= 0) * 2.0**bits)
+    r = target - f
+    s = jnp.round(r * _reciprocal(_unit(f, r >= 0, dtype)) * 2.0**bits)
     return jnp.where(jnp.isfinite(s), s, 0.0)
 
 
@@ -121,34 +179,57 @@ def _scaled_error(target: jax.Array, p: jax.Array, bits: int) -> jax.Array:
 def _decode(p: jax.Array, c: jax.Array, bits: int) -> jax.Array:
     """The float32 master weight of param ``p`` and its correction ``c``."""
     f = p.astype(jnp.float32)
-    delta = c.astype(jnp.float32) * (_unit(p, c >= 0) * 2.0**-bits)
+    delta = c.astype(jnp.float32) * (_unit(f, c >= 0, p.dtype) * 2.0**-bits)
     return jnp.where(c == 0, f, f + delta)
 
 
+def _round32(target: jax.Array, dtype: Any, bits: int) -> jax.Array:
+    """The param nearest ``target`` whose correction fits in ``bits`` (see the module doc),
+    in float32."""
+    f = _on_grid(target, dtype)
+    tie_went_down = _scaled_error(target, f, bits, dtype) >= 2.0 ** (bits - 1)
+    return jnp.where(tie_went_down, _next_up32(f, dtype), f)
+
+
 def _round(target: jax.Array, dtype: Any, bits: int) -> jax.Array:
-    """The param nearest ``target`` whose correction fits in ``bits`` (see the module doc)."""
-    p = target.astype(dtype)
-    tie_went_down = _scaled_error(target, p, bits) >= 2.0 ** (bits - 1)
-    return jnp.where(tie_went_down, _next_up(p), p)
+    return _round32(target, dtype, bits).astype(dtype)
+
+
+def _correction32(target: jax.Array, f: jax.Array, bits: int, dtype: Any) -> jax.Array:
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    error = _scaled_error(target, f, bits, dtype)
+    return jnp.clip(error, lo, hi).astype(_CORRECTION_DTYPE[bits])
 
 
 def _correction(target: jax.Array, p: jax.Array, bits: int) -> jax.Array:
-    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    return jnp.clip(_scaled_error(target, p, bits), lo, hi).astype(_CORRECTION_DTYPE[bits])
+    return _correction32(target, p.astype(jnp.float32), bits, p.dtype)
 
 
 # The leaf functions are jitted so that eager ``update`` makes one dispatch per leaf
 # (and compiles once per shape), not one per operation; under jit XLA inlines them.
-@jax.jit
+@functools.partial(jax.jit, static_argnums=4)
 def _step(
-    p: jax.Array, c: jax.Array, master: jax.Array, u: jax.Array
+    p: jax.Array, c: jax.Array, master: jax.Array, u: jax.Array, update_dtype: Any
 ) -> tuple[jax.Array, jax.Array]:
-    """One leaf: the float32 update that takes ``p`` to the rounded master, and its correction."""
+    """One leaf: the update that takes ``p`` to the rounded master, and the new correction.
+
+    The update is ``p' - p`` in ``update_dtype`` where that holds it, else the master's
+    own step ``w' - p`` rounded to it; the correction is measured from the value
+    ``optax.apply_updates`` lands on.
+    """
     bits = 8 * c.dtype.itemsize
+    f = p.astype(jnp.float32)
     target = master + u.astype(jnp.float32)
-    rounded = _round(target, p.dtype, bits)
-    update = rounded.astype(jnp.float32) - p.astype(jnp.float32)
-    landed = (p + update).astype(p.dtype)  # what optax.apply_updates computes
+    difference = _round32(target, p.dtype, bits) - f
+    update = _on_grid(difference, update_dtype)
+    # Where p' - p is no such number, step towards the master itself: apply_updates then
+    # lands within half a unit of the update from it, which the correction covers.
+    update = jnp.where(update == difference, update, _on_grid(target - f, update_dtype))
+    # What optax.apply_updates lands on: p + update, exact or rounded once in float32, then
+    # rounded to p's dtype. Computed in float32 because XLA may keep a bfloat16 sum's
+    # excess precision inside a fusion (xla_allow_excess_precision); the output cannot.
+    update = update.astype(update_dtype)
+    landed = (f + update.astype(jnp.float32)).astype(p.dtype)
     return update, _correction(target, landed, bits)
 
 
@@ -157,6 +238,8 @@ def _path(path: Any) -> str:
 
 
 def _check_leaf(path: Any, p: Any, c: Any) -> None:
+    if _is_marker(p):  # a leaf masked out by optax.masked or optax.partition around us
+        return
     dtype = jnp.dtype(jnp.result_type(p))
     if _is_marker(c) and dtype in _CORRECTED:
         raise ValueError(
@@ -174,7 +257,7 @@ def _check_leaf(path: Any, p: Any, c: Any) -> None:
 
 
 def master_weights(
-    tx: optax.GradientTransformation, *, correction_bits: int = 8
+    tx: optax.GradientTransformation, *, correction_bits: int = 8, update_dtype: Any = None
 ) -> optax.GradientTransformationExtraArgs:
     r"""Wraps ``tx`` so that bfloat16/float16 params train as if their weights were float32.
 
@@ -183,9 +266,13 @@ def master_weights(
     master weight to ``correction_bits`` more significant bits than its dtype has.
     ``update`` rebuilds the masters in float32, passes them to ``tx`` as the params
     (with the gradients of those leaves in float32), adds ``tx``'s update to the
-    master in float32, rounds the sum to nearest in the param dtype, keeps the
-    rounding error as the new correction, and returns float32 updates with which
-    ``optax.apply_updates(params, updates)`` lands on the rounded value bit for bit.
+    master in float32, rounds the sum to nearest in the param dtype, and returns
+    the difference to the params in the gradients' dtype, keeping as the new
+    correction the rounding error against the value ``optax.apply_updates(params,
+    updates)`` lands on. That value is the rounded master bit for bit whenever the
+    difference is representable (every step that keeps a weight within a factor of
+    two of itself); otherwise the update is the master's step rounded to the
+    gradients' dtype, and the master loses at most half a unit of that update.
     Other leaves (float32, integers) pass to ``tx`` and back untouched, with no state.
 
     .. math::
@@ -207,21 +294,33 @@ def master_weights(
             the one it would have for float32 params.
         correction_bits: 8 (int8 corrections, a 16-bit master for bfloat16) or 16
             (int16; the float32 master exactly). Default: ``8``.
+        update_dtype: the dtype of the returned updates of the corrected leaves.
+            ``None`` (the default) gives each the dtype of its gradient, as optax's
+            transforms do, so that ``optax.apply_if_finite`` and ``optax.MultiSteps``
+            compose with bfloat16 gradients. ``jnp.float32`` gives float32 updates,
+            with which ``apply_updates`` lands on the rounded master every step (a
+            bit-exact emulation of float32 master weights), but which those wrappers
+            do not expect (see the module docstring). Default: ``None``.
 
     Returns:
         An optax ``GradientTransformationExtraArgs`` whose state is a
         ``MasterWeightsState(correction, inner)``. ``update`` needs the params.
-        Extra keyword arguments of ``update`` go to ``tx``. The updates of the
-        corrected leaves are float32 (a bfloat16 update could not land exactly), so
-        ``optax.MultiSteps(master_weights(...))`` needs optax 0.2.8 or newer: 0.2.7's
-        casts its accumulator to the updates' dtype, which then changes after the first
-        step (and fails under ``optax.apply_if_finite``). ``MultiSteps`` inside
-        ``master_weights`` works with any optax.
+        Extra keyword arguments of ``update`` go to ``tx``. Every optax wrapper
+        composes around and inside it (``apply_if_finite``, ``MultiSteps``,
+        ``masked``, ``partition``, ``inject_hyperparams``, ``conditionally_mask``,
+        ``chain``), with the default ``update_dtype``. With
+        ``update_dtype=jnp.float32`` and bfloat16 gradients,
+        ``optax.MultiSteps(master_weights(...))`` needs optax 0.2.8 or newer (0.2.7's
+        casts its accumulator to the updates' dtype, which then changes after the
+        first step) and ``optax.apply_if_finite`` around it fails under ``jit``
+        (``lax.cond``'s branches differ in dtype): optax's wrappers assume updates in
+        the gradients' dtype.
 
     Raises:
         ValueError: ``correction_bits`` other than 8 or 16; ``update`` without the
             params; a params leaf whose dtype changed between ``init`` and ``update``.
-        TypeError: ``tx`` that is not an optax transform.
+        TypeError: ``tx`` that is not an optax transform; ``update_dtype`` that is not
+            a real floating dtype.
 
     Example:
         >>> import jax.numpy as jnp, numpy as np, optax, adam_optax
@@ -243,6 +342,8 @@ def master_weights(
             "correction (a 16-bit master for bfloat16 params), 16 an int16 one (the float32 "
             "master exactly)."
         )
+    checks.state_dtype("update_dtype", update_dtype)
+    fixed_dtype = None if update_dtype is None else jnp.dtype(update_dtype)
     inner_tx = optax.with_extra_args_support(tx)
     correction_dtype = _CORRECTION_DTYPE[correction_bits]
 
@@ -282,12 +383,13 @@ def master_weights(
 
         treedef = jax.tree.structure(params)
         rows = [
-            (u, c) if _is_marker(c) else _step(p, c, w, u)
-            for p, c, w, u in zip(
+            (u, c) if _is_marker(c) else _step(p, c, w, u, fixed_dtype or jnp.result_type(g))
+            for p, c, w, u, g in zip(
                 treedef.flatten_up_to(params),
                 treedef.flatten_up_to(state.correction),
                 treedef.flatten_up_to(masters),
                 treedef.flatten_up_to(inner_updates),
+                treedef.flatten_up_to(updates),
                 strict=True,
             )
         ]

@@ -6,8 +6,8 @@
 
 The text is the Python standard library's own source, read from this Python's install
 (nothing is downloaded): files in sorted order, every tenth one held out for validation.
-Top to bottom: the data, the model (Flax NNX), the optimizer, a jitted train step on the
-model's params as a pytree, an eval step, the training loop and the command line.
+Top to bottom: the data, the model (Flax NNX, bfloat16 params), the optimizer, a jitted
+train step through nnx.Optimizer, an eval step, the training loop and the command line.
 common.py holds the batching, checkpoints and the clean exits shared with the other examples.
 """
 
@@ -113,37 +113,39 @@ def create_optimizer(config: argparse.Namespace, total_steps: int) -> optax.Grad
     return adam_optax.master_weights(optax.chain(optax.clip_by_global_norm(1.0), adamw))
 
 
-# 4. The train and eval steps, on the params as a pytree (nnx.split) and optax's state.
+# 4. The train and eval steps: nnx.Optimizer steps the bfloat16 model in place.
 def loss_and_accuracy(logits: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return loss, (logits.argmax(-1) == y).mean()
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2, 3))
-def train_step(graphdef, tx, params, opt_state, x, y):
-    """One step; returns the new params and state, and the batch's loss and accuracy."""
+# Donating the model and the optimizer lets XLA update their arrays in place.
+@functools.partial(nnx.jit, donate_argnums=(0, 1))
+def train_step(model: ByteTransformer, optimizer: nnx.Optimizer, x, y):
+    """One step; returns the batch's loss and accuracy before it. The gradients have the
+    params' dtype (bfloat16), and so have the updates master_weights returns."""
 
-    def loss_fn(params):
-        return loss_and_accuracy(nnx.merge(graphdef, params)(x), y)
+    def loss_fn(model):
+        return loss_and_accuracy(model(x), y)
 
-    (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)  # grads: the params' dtype
-    return optax.apply_updates(params, updates), opt_state, loss, accuracy
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def eval_step(graphdef, params, x, y):
-    return loss_and_accuracy(nnx.merge(graphdef, params)(x), y)
+    (loss, accuracy), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    optimizer.update(model, grads)  # master_weights needs the params: nnx passes them
+    return loss, accuracy
 
 
-def evaluate(graphdef, params, data: common.Dataset, batch_size: int = 64):
+@nnx.jit
+def eval_step(model: ByteTransformer, x, y):
+    return loss_and_accuracy(model(x), y)
+
+
+def evaluate(model: ByteTransformer, data: common.Dataset, batch_size: int = 64):
     """Mean loss and accuracy over the validation windows, in full batches of up to 64."""
     batch_size = min(batch_size, len(data.x_test))
     batches = len(data.x_test) // batch_size
     sums = np.zeros(2)
     for i in range(batches):
         s = slice(i * batch_size, (i + 1) * batch_size)
-        sums += np.asarray(eval_step(graphdef, params, data.x_test[s], data.y_test[s]))
+        sums += np.asarray(eval_step(model, data.x_test[s], data.y_test[s]))
     return sums / batches
 
 
@@ -158,15 +160,20 @@ def train_and_evaluate(config: argparse.Namespace, data: common.Dataset):
     """Trains config.epochs epochs, validating after each; resumes from --checkpoint-dir."""
     dtype = jnp.float32 if config.precision == "float32" else jnp.bfloat16
     model = ByteTransformer(config, dtype, rngs=nnx.Rngs(config.seed))
-    graphdef, params = nnx.split(model, nnx.Param)
     steps = common.steps_per_epoch(config, data)
     tx = create_optimizer(config, config.epochs * steps)
-    state = {"params": params, "opt_state": tx.init(params)}
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    def state() -> dict[str, nnx.State]:  # what a checkpoint holds, besides the history
+        return {"params": nnx.state(model, nnx.Param), "optimizer": nnx.state(optimizer)}
+
     saved = {k: v for k, v in vars(config).items() if k != "compare_float32"}
     checkpoints = common.Checkpoints(argparse.Namespace(**saved))
-    state, history = checkpoints.restore(state)
-    params, opt_state = state["params"], state["opt_state"]
-    per_param = bytes_per_parameter(params, opt_state)
+    restored, history = checkpoints.restore(state())
+    nnx.update(model, restored["params"])
+    nnx.update(optimizer, restored["optimizer"])  # its step count, moments and corrections
+    params = nnx.as_pure(nnx.state(model, nnx.Param))
+    per_param = bytes_per_parameter(params, nnx.as_pure(optimizer.opt_state))
     n = sum(x.size for x in jax.tree.leaves(params))
     print(
         f"{config.precision}: {n:,} params, {per_param:.2f} bytes/param "
@@ -175,10 +182,10 @@ def train_and_evaluate(config: argparse.Namespace, data: common.Dataset):
     )
     for epoch in range(len(history.epoch_end), config.epochs):
         for x, y in common.batches(config, data, epoch):  # stops here on Ctrl-C
-            params, opt_state, loss, accuracy = train_step(graphdef, tx, params, opt_state, x, y)
+            loss, accuracy = train_step(model, optimizer, x, y)
             history.log_step(loss, accuracy)
-        history.log_epoch(*evaluate(graphdef, params, data))
-        checkpoints.save({"params": params, "opt_state": opt_state}, history)
+        history.log_epoch(*evaluate(model, data))
+        checkpoints.save(state(), history)
     return history, per_param
 
 

@@ -181,6 +181,14 @@ ERRORS = [
         r"correction_bits must be 8 or 16, got 12\. 8 stores an int8 correction",
     ),
     ErrorCase(
+        "master_weights_update_dtype",
+        "master_weights",
+        {"tx": optax.sgd(0.1), "update_dtype": jnp.int8},
+        TypeError,
+        r"update_dtype must be a real floating dtype such as jnp\.float32 or jnp\.bfloat16, "
+        r"got int8",
+    ),
+    ErrorCase(
         "master_weights_uncalled_factory",
         "master_weights",
         {"tx": optax.adamw},

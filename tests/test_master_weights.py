@@ -310,13 +310,17 @@ def test_sharded_leaves_keep_their_sharding():
         assert params[name].sharding.is_equivalent_to(want, params[name].ndim)
 
 
-# Each row builds a transform from `wrap`, which is master_weights(·, correction_bits=16)
-# for the bfloat16 run and the identity for the float32 reference. With 16 bits the
-# master must equal the float32 params bit for bit. The runs are eager (3 steps): the
-# operations compile once for all rows. Where the wrapper's whole update runs inside a
-# compiled lax.cond (MultiSteps, apply_if_finite outside it), XLA:CPU may fuse the inner
-# update's last multiply with the add into the master into one FMA, which the float32
-# run's separate apply_updates does not: there the master may be 1 float32 ulp off.
+# Each row builds a transform from `wrap`, which is master_weights(·, correction_bits=16,
+# update_dtype=jnp.float32) for the bfloat16 run and the identity for the float32
+# reference. With 16 bits and float32 updates the master must equal the float32 params
+# bit for bit. (With the default updates in the grads' dtype a step that is no 16-bit
+# number, such as a sign change, may lose up to half a unit of itself: see
+# test_a_step_that_is_no_bfloat16_loses_at_most_half_a_unit_of_itself.) The runs are
+# eager (3 steps): the operations compile once for all rows. Where the wrapper's whole
+# update runs inside a compiled lax.cond (MultiSteps, apply_if_finite outside it), XLA:CPU
+# may fuse the inner update's last multiply with the add into the master into one FMA,
+# which the float32 run's separate apply_updates does not: there the master may be 1
+# float32 ulp off.
 def _adamw():
     return adam_optax.adamw(1e-2, weight_decay=0.1)
 
@@ -326,7 +330,10 @@ def _nan_at_step_1(p, t):
 
 
 def _bfloat16_grads(p, t):
-    return jax.tree.map(lambda g: g.astype(BF16), _grads(p, t))
+    """bfloat16 grads, but float16 ones for the float16 leaf (as jax.grad gives them): the
+    updates keep the grads' dtype, and a bfloat16 update cannot carry a float16 step."""
+    g = _grads(p, t)
+    return {**jax.tree.map(lambda x: x.astype(BF16), g), "h": g["h"].astype(jnp.float16)}
 
 
 COMPOSITIONS = {
@@ -369,7 +376,9 @@ def test_composes_and_equals_float32_params(name):
         pytest.skip("optax < 0.2.8: MultiSteps casts its accumulator to the updates' dtype")
     build, grads = COMPOSITIONS[name]
     params = _mixed_params()  # bfloat16 w, float16 h, float32 b
-    tx = build(lambda inner: adam_optax.master_weights(inner, correction_bits=16))
+    tx = build(
+        lambda inner: adam_optax.master_weights(inner, correction_bits=16, update_dtype=jnp.float32)
+    )
     p, state = _run(tx, params, 3, grads, jit=False)
     masters = adam_optax.master_params(p, state)
     correction = optax.tree.get(state, "correction")
@@ -486,3 +495,98 @@ def test_a_weight_that_falls_near_zero_or_changes_sign_in_one_step_lands_exactly
     target = np.asarray(p, np.float32) - np.asarray(g)  # float32, as a float32 run computes
     np.testing.assert_array_equal(np.asarray(adam_optax.master_params(new, state)), target)
     np.testing.assert_array_equal(np.asarray(new), target.astype(BF16))
+
+
+# --- Updates in the gradients' dtype (the default) --------------------------------------
+
+
+def _bfloat16_ulp(x: np.ndarray) -> np.ndarray:
+    """The spacing of bfloat16 numbers at |x| (float64; normal numbers)."""
+    return np.ldexp(1.0, np.frexp(np.abs(x))[1] - 8)
+
+
+def test_bfloat16_grads_follow_the_float64_master_trajectory():
+    """sgd with bfloat16 grads on bfloat16 params, 300 jitted steps that each stay within a
+    factor of two of the weight: the updates are bfloat16, every step lands on the rounded
+    master, and the master is float64's ``w + u`` rounded to 16 significant bits each step.
+    (lr = 2^-8 and |g| >= 2^-6 make every float32 sum exact, so float64 is the reference.)"""
+    steps, lr = 300, 2.0**-8
+    rng = np.random.default_rng(4)
+    w0 = rng.uniform(0.5, 3.0, 512) * rng.choice([-1, 1], 512)
+    g = rng.uniform(2.0**-6, 1.0, (steps, 512)) * rng.choice([-1, 1], (steps, 512))
+    g = np.asarray(jnp.asarray(g, BF16).astype(jnp.float32), np.float64)  # bfloat16 values
+    p0 = jnp.asarray(w0, BF16)
+    tx = adam_optax.master_weights(optax.sgd(lr))  # correction_bits=8: 16-bit masters
+    update = jax.jit(tx.update)
+    assert jax.eval_shape(update, p0, tx.init(p0), p0)[0].dtype == BF16
+
+    @jax.jit
+    def run(p, grads):
+        def body(carry, g_t):
+            p, state = carry
+            updates, state = tx.update(g_t.astype(BF16), state, p)
+            p = optax.apply_updates(p, updates)
+            return (p, state), (p, adam_optax.master_params(p, state))
+
+        return jax.lax.scan(body, (p, tx.init(p)), grads)[1]
+
+    params, masters = jax.device_get(run(p0, jnp.asarray(g, jnp.float32)))
+    reference = np.asarray(p0.astype(jnp.float32), np.float64)
+    min_exponent = -133 - 8
+    for t in range(steps):
+        reference = round_to_bits(reference - lr * g[t], 16, min_exponent)
+        np.testing.assert_array_equal(np.asarray(masters[t], np.float64), reference, f"step {t}")
+        # the param is the master's nearest bfloat16 (the neighbour above at a tie)
+        p = np.asarray(params[t].astype(np.float32), np.float64)
+        assert np.all(np.abs(reference - p) <= _bfloat16_ulp(p) / 2), t
+    # against the unrounded run: at most 2^-16 |w| < 2^-14 per step (|w| < 4)
+    w_float64 = np.asarray(p0.astype(jnp.float32), np.float64) - lr * g.sum(axis=0)
+    assert np.abs(reference - w_float64).max() <= steps * 2.0**-14
+
+
+def _one_big_step(update_dtype):
+    """Five small steps (corrections accumulate), then one large: sign changes, falls to a
+    fraction of the weight, growth past twice it. sgd(1.0) with bfloat16 grads, 16-bit
+    corrections (the float32 master exactly). Returns the params before the big step, its
+    update, and the params and masters after it."""
+    rng = np.random.default_rng(5)
+    n = 4096
+    p = jnp.asarray(rng.uniform(0.01, 4.0, n) * rng.choice([-1, 1], n), BF16)
+    tx = adam_optax.master_weights(optax.sgd(1.0), correction_bits=16, update_dtype=update_dtype)
+    state = tx.init(p)
+    step = jax.jit(lambda g, s, p: tx.update(g, s, p))
+    for _ in range(5):
+        small = jnp.asarray(p.astype(jnp.float32) * rng.uniform(-1e-3, 1e-3, n), BF16)
+        updates, state = step(small, state, p)
+        p = optax.apply_updates(p, updates)
+    kind = rng.integers(0, 3, n)  # 0: across zero, 1: down to a fraction, 2: up past 2x
+    factor = np.choose(kind, [rng.uniform(-3, -0.01, n), rng.uniform(1e-4, 0.5, n),
+                              rng.uniform(2.0, 50.0, n)])  # fmt: skip
+    masters = adam_optax.master_params(p, state)
+    big = jnp.asarray(np.asarray(masters) * (1 - factor), BF16)  # w' = w - g ~ factor * w
+    updates, state = step(big, state, p)
+    new = optax.apply_updates(p, updates)
+    return p, updates, new, adam_optax.master_params(new, state)
+
+
+def test_a_step_that_is_no_bfloat16_loses_at_most_half_a_unit_of_itself():
+    """Where p' - p is a bfloat16 the bfloat16 update lands on p' and keeps the master of
+    float32 updates bit for bit; where it is not, the master loses at most half a bfloat16
+    unit of that step's update (plus 2^-17 ulp of rounding), never the small steps before."""
+    p, updates, new, masters = jax.device_get(_one_big_step(None))
+    _, exact_updates, exact_new, exact_masters = jax.device_get(_one_big_step(jnp.float32))
+    assert updates.dtype == BF16 and exact_updates.dtype == jnp.float32
+    p64, exact64 = np.asarray(p, np.float64), np.asarray(exact_new, np.float64)
+    difference = exact64 - p64  # p' - p, exact
+    fits = np.asarray(jnp.asarray(difference, BF16), np.float64) == difference
+    assert fits.sum() > 100 and (~fits).sum() > 1000  # both cases, many times
+    np.testing.assert_array_equal(new[fits], exact_new[fits])
+    np.testing.assert_array_equal(masters[fits], exact_masters[fits])
+    u64 = np.asarray(updates, np.float64)[~fits]
+    loss = np.abs(np.asarray(masters, np.float64) - np.asarray(exact_masters, np.float64))[~fits]
+    landed = np.asarray(new, np.float64)[~fits]
+    bound = _bfloat16_ulp(u64) / 2 + _bfloat16_ulp(landed) * 2.0**-17 + 2.0**-24 * np.abs(u64)
+    assert np.all(loss <= bound), (loss / bound).max()
+    assert np.any(loss > _bfloat16_ulp(u64) / 8)  # the bound is not vacuous
+    crossed = np.sign(landed) != np.sign(p64[~fits])
+    assert crossed.sum() > 100
