@@ -45,7 +45,7 @@ import optax
 import adam_optax
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(1, str(Path(__file__).parents[1]))
+sys.path.append(str(Path(__file__).parents[1]))  # tests.compiles
 from memory import gpt2_like
 
 from tests.compiles import fused_kernels
