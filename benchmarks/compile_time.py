@@ -100,7 +100,7 @@ def compile_once(tx: optax.GradientTransformation, tree: Any) -> dict[str, float
     wall, cpu = time.perf_counter(), time.process_time()
     compiled = lowered.compile()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    text = compiled.as_text()
+    text = compiled.as_text() or ""
     kernels = fused_kernels(text)
     return {
         "wall_s": wall,
@@ -170,21 +170,54 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {a['distinct_kernels']:.0f} → {b['distinct_kernels']:.0f} |"
             )
         lines.append("")
+    if "before" in result:
+        lines += comparison(result["before"], result)
     return "\n".join(lines)
 
 
+def comparison(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Ratios to optax.adamw (CPU time) and distinct kernels, of an earlier run and this one."""
+    old, new = before["environment"]["adam_optax_commit"], after["environment"]["adam_optax_commit"]
+    lines = [
+        f"## adam_optax {old} (run of {before['environment']['date']}) against {new}",
+        "",
+        f"CPU time ÷ {BASELINE}'s in the same run, and distinct fused kernels.",
+        "",
+        f"| tree | set-up | ÷ optax.adamw, {old} | ÷ optax.adamw, {new} "
+        f"| distinct kernels, {old} → {new} |",
+        "|---|---|---|---|---|",
+    ]
+    for tree, by_name in after["median"].items():
+        if tree not in before["median"]:
+            continue
+        a0, b0 = before["median"][tree][BASELINE], by_name[BASELINE]
+        for name, b in by_name.items():
+            a = before["median"][tree].get(name)
+            if name == BASELINE or a is None:
+                continue
+            ratio_a, ratio_b = a["cpu_s"] / a0["cpu_s"], b["cpu_s"] / b0["cpu_s"]
+            lines.append(
+                f"| {tree} | {name} | {ratio_a:.2f} | {ratio_b:.2f} "
+                f"| {a['distinct_kernels']:.0f} → {b['distinct_kernels']:.0f} |"
+            )
+    return [*lines, ""]
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", default=None, help="comma-separated set-ups besides optax")
     parser.add_argument("--trees", default=None, help="comma-separated trees (default: all)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--stem", default="compile_time", help="the output files' name")
     parser.add_argument("--table", type=Path, help="rewrite the .md of this .json; measure nothing")
+    parser.add_argument("--before", type=Path, help="an earlier run's .json to compare against")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    before = json.loads(args.before.read_text()) if args.before else None
     if args.table:
-        args.table.with_suffix(".md").write_text(markdown(json.loads(args.table.read_text())))
+        result = json.loads(args.table.read_text()) | ({"before": before} if before else {})
+        args.table.with_suffix(".md").write_text(markdown(result))
         return
     load_before = os.getloadavg()[0]
     makers, all_trees = setups(), trees()
@@ -224,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
             "load_after": os.getloadavg()[0],
         },
     }
+    if before:
+        result["before"] = before
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.stem}.json").write_text(json.dumps(result, indent=1))
     table = markdown(result)
