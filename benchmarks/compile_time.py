@@ -16,7 +16,7 @@ load). Ratios are to ``optax.adamw`` on the same tree, in the same process. Each
 compile also records the compiled module's HLO instructions and its distinct fused
 kernels (``tests.compiles.fused_kernels``), which do not depend on the machine.
 
-Targets (issue 23): ``adamw8bit`` and ``master_weights(adamw8bit)`` at most 3x
+Targets: ``adamw8bit`` and ``master_weights(adamw8bit)`` at most 3x
 ``optax.adamw`` on 200 leaves; 24 blocks at most 1.5x 8 blocks.
 
     python benchmarks/compile_time.py      # -> benchmarks/results/compile_time.{md,json}
@@ -26,7 +26,6 @@ Targets (issue 23): ``adamw8bit`` and ``master_weights(adamw8bit)`` at most 3x
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import re
@@ -49,6 +48,7 @@ import adam_optax
 sys.path.insert(0, str(Path(__file__).parents[1]))
 sys.path.insert(0, str(Path(__file__).parent))
 from memory import gpt2_like
+from run_record import load_average, utc_now
 
 from tests.compiles import fused_kernels
 
@@ -130,11 +130,11 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"`{env['command']}` at adam_optax {env['adam_optax_commit']}, {env['date']}, "
         f"jax {env['jax']}, {env['cpus']} CPUs shared with other jobs (load average "
-        f"{env['load_before']:.1f} before, {env['load_after']:.1f} after). Medians of "
+        f"{env['load_before']} before, {env['load_after']} after). Medians of "
         f"{result['repeats']} fresh compiles per set-up, the set-ups taking turns; ratios "
         f"to {BASELINE} on the same tree in the same process. CPU is this process's CPU time.",
         "",
-        f"Targets (issue 23): at most {TARGET_RATIO:g}× {BASELINE} on 200 leaves; "
+        f"Targets: at most {TARGET_RATIO:g}× {BASELINE} on 200 leaves; "
         f"24 blocks at most {TARGET_DEPTH:g}× 8 blocks.",
         "",
     ]
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         result = json.loads(args.table.read_text()) | ({"before": before} if before else {})
         args.table.with_suffix(".md").write_text(markdown(result))
         return
-    load_before = os.getloadavg()[0]
+    load_before, date = load_average(), utc_now()
     makers, all_trees = setups(), trees()
     names = [BASELINE, *(args.only.split(",") if args.only else list(makers)[1:])]
     tree_names = args.trees.split(",") if args.trees else list(all_trees)
@@ -248,13 +248,13 @@ def main(argv: list[str] | None = None) -> None:
         "samples": samples,
         "environment": {
             "command": " ".join(["python benchmarks/compile_time.py", *argv]),
-            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "date": date,
             "adam_optax_commit": checkout_commit(),
             "adam_optax_path": str(Path(adam_optax.__file__).parent),
             "jax": jax.__version__,
             "cpus": os.cpu_count(),
             "load_before": load_before,
-            "load_after": os.getloadavg()[0],
+            "load_after": load_average(),
         },
     }
     if before:
