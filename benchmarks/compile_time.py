@@ -122,6 +122,10 @@ def checkout_commit() -> str:
         return "unknown"
 
 
+def _load(average: float | None) -> str:
+    return "unknown" if average is None else f"{average:.1f}"
+
+
 def markdown(result: dict[str, Any]) -> str:
     env = result["environment"]
     median, tree_names = result["median"], list(result["median"])
@@ -130,7 +134,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"`{env['command']}` at adam_optax {env['adam_optax_commit']}, {env['date']}, "
         f"jax {env['jax']}, {env['cpus']} CPUs shared with other jobs (load average "
-        f"{env['load_before']} before, {env['load_after']} after). Medians of "
+        f"{_load(env['load_before'])} before, {_load(env['load_after'])} after). Medians of "
         f"{result['repeats']} fresh compiles per set-up, the set-ups taking turns; ratios "
         f"to {BASELINE} on the same tree in the same process. CPU is this process's CPU time.",
         "",
