@@ -169,15 +169,20 @@ def _opaque_indices(n: int, count: jax.Array) -> tuple[jax.Array, ...]:
     count and is zero at run time (the count is never negative), so each
     leaf's kernels take the index as an argument and leaves of one shape
     share them. The body is not the identity, so that XLA cannot forward the
-    inputs; were it ever entered, it exits after one trip.
+    inputs; were it ever entered, it exits after one trip. The loop's functions
+    are module-level, so that an eager ``update`` reuses one compiled loop.
     """
-
-    def body(carry):
-        flag, xs = carry
-        return jnp.zeros_like(flag), tuple(x * x for x in xs)
-
     start = (count, tuple(jnp.uint32(i) for i in range(n)))
-    return jax.lax.while_loop(lambda carry: carry[0] < 0, body, start)[1]
+    return jax.lax.while_loop(_never_at_run_time, _one_trip, start)[1]
+
+
+def _never_at_run_time(carry: tuple[jax.Array, Any]) -> jax.Array:
+    return carry[0] < 0
+
+
+def _one_trip(carry: tuple[jax.Array, Any]) -> tuple[jax.Array, Any]:
+    flag, xs = carry
+    return jnp.zeros_like(flag), tuple(x * x for x in xs)
 
 
 def _map_leaves(fn, n_out: int, *trees):

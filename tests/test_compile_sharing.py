@@ -18,7 +18,7 @@ import pytest
 
 import adam_optax
 from adam_optax import transforms
-from tests.compiles import fused_kernels
+from tests.compiles import backend_compiles, fused_kernels
 
 BF16_SR = {"mu_dtype": jnp.bfloat16, "nu_dtype": jnp.bfloat16, "stochastic_rounding": True}
 
@@ -93,3 +93,18 @@ def test_the_count_ignores_names_and_sees_constants():
 
     assert count(shared) == 1
     assert count(per_leaf) == len(tree)
+
+
+@pytest.mark.parametrize("name", ["adamw8bit", "adamw bf16+SR"])
+def test_eager_steps_after_the_first_compile_nothing(name):
+    """The indices' loop is built from module-level functions: an eager ``update``
+    (no jit around it) compiles it once, not once per step."""
+    make, dtype = SETUPS[name]
+    tx = make()
+    params = {"w": jnp.ones((8, 512), dtype), "b": jnp.ones(8, dtype)}
+    state = tx.init(params)
+    _, state = tx.update(params, state, params)
+    with backend_compiles() as compiled:
+        for _ in range(2):
+            _, state = tx.update(params, state, params)
+    assert compiled == []
