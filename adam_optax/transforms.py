@@ -157,6 +157,34 @@ def _adamax_leaf(g, mu, nu, k: _Scalars):
     return _like(update, g), mu_new.astype(mu.dtype), nu_new.astype(nu.dtype)
 
 
+def _opaque_indices(n: int, count: jax.Array) -> tuple[jax.Array, ...]:
+    """0, 1, ..., n - 1 as uint32 scalars whose values XLA cannot see at compile time.
+
+    Each leaf's random bits fold in its index. XLA compiles a kernel once for
+    all the leaves whose fused computations are identical, so an index folded
+    in as a constant makes every leaf's kernels distinct, and compile time grow
+    with the number of leaves rather than of their shapes. An optimization
+    barrier does not hide a value from XLA:CPU's fusion; a loop does: the
+    indices come out of a while loop whose trip count depends on the step
+    count and is zero at run time (the count is never negative), so each
+    leaf's kernels take the index as an argument and leaves of one shape
+    share them. The body is not the identity, so that XLA cannot forward the
+    inputs; were it ever entered, it exits after one trip. The loop's functions
+    are module-level, so that an eager ``update`` reuses one compiled loop.
+    """
+    start = (count, tuple(jnp.uint32(i) for i in range(n)))
+    return jax.lax.while_loop(_never_at_run_time, _one_trip, start)[1]
+
+
+def _never_at_run_time(carry: tuple[jax.Array, Any]) -> jax.Array:
+    return carry[0] < 0
+
+
+def _one_trip(carry: tuple[jax.Array, Any]) -> tuple[jax.Array, Any]:
+    flag, xs = carry
+    return jnp.zeros_like(flag), tuple(x * x for x in xs)
+
+
 def _map_leaves(fn, n_out: int, *trees):
     """Applies ``fn`` leaf by leaf over trees of the first tree's structure.
 
@@ -438,9 +466,8 @@ def _adam_family(
         if stochastic_rounding:
             treedef = jax.tree.structure(updates)
             step_key = storage.fold_in(seed, count)
-            keys = treedef.unflatten(
-                [storage.fold_in(step_key, i) for i in range(treedef.num_leaves)]
-            )
+            indices = _opaque_indices(treedef.num_leaves, count)
+            keys = treedef.unflatten([storage.fold_in(step_key, i) for i in indices])
         updates, mu, nu, nu_max = _map_leaves(
             lambda g, m, v, vmax, key: _adam_leaf(g, m, v, vmax, k, key),
             4,
