@@ -171,9 +171,18 @@ def _opaque_indices(n: int, count: jax.Array) -> tuple[jax.Array, ...]:
     share them. The body is not the identity, so that XLA cannot forward the
     inputs; were it ever entered, it exits after one trip. The loop's functions
     are module-level, so that an eager ``update`` reuses one compiled loop.
+
+    Only on CPU and TPU, which run a while loop on the device. XLA:GPU reads a
+    loop's condition back to the host, a synchronization in every step, so on
+    CUDA and ROCm the indices stay constants: the same values, the kernels not
+    shared.
     """
     start = (count, tuple(jnp.uint32(i) for i in range(n)))
-    return jax.lax.while_loop(_never_at_run_time, _one_trip, start)[1]
+
+    def opaque(start):
+        return jax.lax.while_loop(_never_at_run_time, _one_trip, start)[1]
+
+    return jax.lax.platform_dependent(start, cpu=opaque, tpu=opaque, default=lambda s: s[1])
 
 
 def _never_at_run_time(carry: tuple[jax.Array, Any]) -> jax.Array:
