@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from memory import bytes_accessed, environment, gpt2_like, size, train_step, write
-from quality import git_commit
+from run_record import git_commit
 
 import adam_optax
 from adam_optax import storage
@@ -74,7 +74,8 @@ def chunked_apply(update_in_loop: bool) -> Callable:
         quantized = [i for i in present if storage.is_quantized(moments[i])]
         narrow = quantized or any(moments[i].dtype == jnp.bfloat16 for i in present)
         block_size = moments[quantized[0]].block_size if quantized else None
-        rounded_up = any(options.get("round_up") or ())  # AMSGrad's 8-bit max: not here
+        flags = options.get("round_up") or (False,) * len(moments)
+        rounded_up = any(f for f, m in zip(flags, moments, strict=True) if m is not None)
         if not narrow or g.ndim == 0 or g.size == 0 or rounded_up:
             return LIBRARY_APPLY(step, g, moments, key, **options)
         view, per = _chunking(tuple(g.shape), block_size)
