@@ -336,7 +336,8 @@ READING = [
     "the schedule (or a way for the caller to order the update before the writes) needs "
     "no copy: the loop's temporaries are one chunk's float32 values. The whole-train-step "
     "column shows the other half: there g is a temporary, and writing the update into its "
-    "buffer costs nothing.",
+    "buffer needs no new one, so that engine's whole step holds the fewest temporaries of "
+    "the three, though still more than optax.adamw's (the rest is not analysed here).",
     "- **Bytes accessed.** XLA:CPU's loop fusions have one output each (multi-output "
     "fusion is off by default; see `step_bytes.py`), so in the loop body each chunk of g "
     "and of the codes is read by the fusion that writes the update, by the block maxima "
