@@ -8,8 +8,6 @@ tests/reference.py.
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -213,55 +211,6 @@ def test_donated_step_holds_one_copy_of_the_codes_as_temporaries():
 
     compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile()
     assert compiled.memory_analysis().temp_size_in_bytes / 10**6 <= 1.5
-
-
-def _gpt_like_tree(d: int = 128, vocab: int = 4096, blocks: int = 2) -> dict:
-    """A small GPT-2-like tree: an embedding, and per block four matrices, biases, norms."""
-
-    def leaf(*shape):
-        return jax.ShapeDtypeStruct(shape, jnp.float32)
-
-    tree = {"wte": leaf(vocab, d), "ln_f": leaf(d)}
-    for i in range(blocks):
-        tree[f"h{i}"] = {
-            "attn_w": leaf(d, 3 * d), "attn_b": leaf(3 * d), "proj_w": leaf(d, d),
-            "fc_w": leaf(d, 4 * d), "fc_b": leaf(4 * d), "out_w": leaf(4 * d, d), "ln": leaf(d),
-        }  # fmt: skip
-    return tree
-
-
-@pytest.mark.parametrize(
-    "name, make, at_most",
-    [
-        ("float32", lambda: adam_optax.adamw(1e-3), 0.001),
-        ("adamw8bit", lambda: adam_optax.adamw8bit(1e-3), 1.5),
-        (
-            "bf16+SR",
-            lambda: adam_optax.adamw(
-                1e-3, mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16, stochastic_rounding=True
-            ),
-            4.01,
-        ),
-    ],
-)
-def test_donated_step_temporaries_on_a_gpt_like_tree(name, make, at_most):
-    """The compiled, donated optimizer step's temporaries on a GPT-2-like tree (bytes per
-    param, from memory_analysis(), which is deterministic): float32 none; adamw8bit one
-    copy of codes and per-block arrays; 16-bit state with stochastic rounding a copy of
-    both moments. Today's figures, held: XLA copies the old state that the update, fused
-    into apply_updates, reads after the new state is written (benchmarks/results/
-    inplace.md explains why an in-place loop does not remove them on XLA:CPU)."""
-    tx = make()
-    params = _gpt_like_tree()
-    state = jax.eval_shape(tx.init, params)
-
-    def step(params, state, grads):
-        updates, state = tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
-
-    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile()
-    n = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
-    assert compiled.memory_analysis().temp_size_in_bytes / n <= at_most, name
 
 
 def test_8bit_trajectory_stays_close_to_float64_adam():
