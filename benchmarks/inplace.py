@@ -33,10 +33,12 @@ HLO that explains them. Results: ``results/inplace.md`` and ``.json``.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -247,6 +249,18 @@ def step_time_ratios(n: int, rounds: int, samples: int = 3) -> dict[str, float]:
     }
 
 
+ONE_THREAD = " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def one_core_ratios(rounds: int) -> dict[str, float]:
+    """``step_time_ratios`` in a child process pinned to one core, XLA on one thread: the
+    same comparison with the thread pool taken out."""
+    command = [sys.executable, __file__, "--one-core", "--rounds", str(rounds)]
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
 def entry_lines(compiled: Any, keep: Callable[[str], bool]) -> list[str]:
     """The compiled entry computation's instructions (scheduled order) that ``keep`` picks."""
     text = compiled.as_text()
@@ -309,8 +323,10 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {t['temp']:.2f} / {t['bytes']:.1f} | {row['whole']:.2f} |"
             )
     ratios = ", ".join(f"{k} {v:.2f}×" for k, v in result["time"].items())
+    one = ", ".join(f"{k} {v:.2f}×" for k, v in result["time_one_core"].items())
     lines += ["", f"adam8bit step time ÷ optax.adam, flat 2^23, median of "
-              f"{result['rounds']} paired rounds: {ratios}.", ""]  # fmt: skip
+              f"{result['rounds']} paired rounds: {ratios}. Pinned to one core with one "
+              f"XLA thread (`--one-core`): {one}.", ""]  # fmt: skip
     lines += READING
     for title, hlo in result["hlo"].items():
         lines += [f"Compiled HLO, {title}:", "", "```", *hlo, "```", ""]
@@ -354,8 +370,10 @@ READING = [
     "decoded chunk (its block maxima read it too), so its writes are in place.",
     "- **Step time.** A chunk's fusions work on about 2^15 elements. XLA:CPU splits a large "
     "loop fusion over its thread pool but not, it seems, these small ones, so on this "
-    "2-core machine the loop may run on one core while `optax.adam` uses both. Not "
-    "measured apart here.",
+    "2-core machine the loop may run on one core while `optax.adam` uses both; the "
+    "one-core line takes the thread pool out of the comparison. Either way the 8-bit "
+    "step is bound by its arithmetic here (decode, step, encode: tens of operations per "
+    "element), not by the bytes it moves, as a GPU's would be.",
     "",
 ]
 
@@ -366,8 +384,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
+    parser.add_argument(
+        "--one-core", action="store_true", help="only the step times, one core, one XLA thread"
+    )
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    if args.one_core:  # before jax starts its backend, which reads XLA_FLAGS
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + ONE_THREAD
+        print(json.dumps(step_time_ratios(2**23, args.rounds)))
+        return
     load_before, commit = os.getloadavg()[0], git_commit()
     trees = {"flat": jax.ShapeDtypeStruct((2**23,), jnp.float32), "tree": gpt2_like(d=256)}
     setups: dict[str, dict[str, Any]] = {}
@@ -385,6 +411,7 @@ def main(argv: list[str] | None = None) -> None:
         "whole_optax": whole_train_step(lambda: optax.adamw(1e-3)),
         "rounds": args.rounds,
         "time": step_time_ratios(2**23, args.rounds),
+        "time_one_core": one_core_ratios(args.rounds),
         "hlo": hlo_evidence(),
         "environment": environment(argv, commit, load_before),
     }
