@@ -368,12 +368,12 @@ READING = [
     "chunk from the buffer it writes, which XLA:CPU does not update in place, so it "
     "writes a new buffer and copies it back. The 8-bit body first materializes each "
     "decoded chunk (its block maxima read it too), so its writes are in place.",
-    "- **Step time.** A chunk's fusions work on about 2^15 elements. XLA:CPU splits a large "
-    "loop fusion over its thread pool but not, it seems, these small ones, so on this "
-    "2-core machine the loop may run on one core while `optax.adam` uses both; the "
-    "one-core line takes the thread pool out of the comparison. Either way the 8-bit "
-    "step is bound by its arithmetic here (decode, step, encode: tens of operations per "
-    "element), not by the bytes it moves, as a GPU's would be.",
+    "- **Step time.** With XLA's thread pool or without it (the one-core line), the loop "
+    "engines run about as fast as the library's. The 8-bit step here is bound by its "
+    "arithmetic (decode, step, encode: tens of operations per element), not by the bytes "
+    "it moves, and `optax.adam`, bound by memory bandwidth, gains more from a second "
+    "thread than the 8-bit step does. On a GPU the step is bandwidth-bound, and the bytes "
+    "column is the figure that sets its time.",
     "",
 ]
 
