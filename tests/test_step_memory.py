@@ -17,8 +17,10 @@ recompute the inner transform's update (a divide and a square root) in two fusio
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -72,87 +74,96 @@ def train_step_temporaries(tx: optax.GradientTransformation, layers=16, width=25
     return compiled.memory_analysis().temp_size_in_bytes / size(params)
 
 
-@pytest.fixture(scope="module")
-def tree():
+@functools.cache
+def _tree(dtype) -> Any:
     """The GPT-like tree with d_model 128, 4 blocks: about 1.5M params, 52 leaves."""
-    return _as(gpt2_like(d=128, vocab=4096, context=256, blocks=4), BF16)
+    return _as(gpt2_like(d=128, vocab=4096, context=256, blocks=4), dtype)
 
 
-def _master(inner):
-    return adam_optax.master_weights(inner)
-
-
-SETUPS = {
-    "master_weights(adamw)": lambda: _master(adam_optax.adamw(1e-3)),
-    "master_weights(adamw8bit)": lambda: _master(adam_optax.adamw8bit(1e-3)),
-    "master_weights(sgd)": lambda: _master(optax.sgd(1e-3)),
+# name: (transform, params dtype). Each figure is compiled once and shared by the tests.
+DONATED = {
+    "master_weights(adamw)": (lambda: adam_optax.master_weights(adam_optax.adamw(1e-3)), BF16),
+    "master_weights(adamw8bit)": (
+        lambda: adam_optax.master_weights(adam_optax.adamw8bit(1e-3)),
+        BF16,
+    ),
+    "master_weights(sgd)": (lambda: adam_optax.master_weights(optax.sgd(1e-3)), BF16),
+    "adamw": (lambda: adam_optax.adamw(1e-3), jnp.float32),
+    "adamw8bit": (lambda: adam_optax.adamw8bit(1e-3), jnp.float32),
+    "adamw bf16+SR": (
+        lambda: adam_optax.adamw(1e-3, mu_dtype=BF16, nu_dtype=BF16, stochastic_rounding=True),
+        jnp.float32,
+    ),
+}
+TRAIN = {
+    "optax.adamw": lambda: optax.adamw(1e-3),
+    "master_weights(adamw)": DONATED["master_weights(adamw)"][0],
+    "master_weights(adamw8bit)": DONATED["master_weights(adamw8bit)"][0],
 }
 
 
+@functools.cache
+def donated(name: str) -> float:
+    make, dtype = DONATED[name]
+    return donated_step_temporaries(make(), _tree(dtype))
+
+
+@functools.cache
+def train(name: str) -> float:
+    return train_step_temporaries(TRAIN[name]())
+
+
 @pytest.mark.parametrize("name", ["master_weights(adamw)", "master_weights(sgd)"])
-def test_donated_step_keeps_at_most_one_float32_array_of_the_params(tree, name):
+def test_donated_step_keeps_at_most_one_float32_array_of_the_params(name):
     """The master arithmetic keeps w + u (4 B/param) and nothing else: no copy of the
     params or the corrections, no 16-bit intermediates."""
-    assert donated_step_temporaries(SETUPS[name](), tree) <= 4.0 + 0.01
+    assert donated(name) <= 4.0 + 0.01
 
 
-def test_donated_step_of_the_7_byte_setup_adds_the_master_array_to_adamw8bit(tree):
+def test_donated_step_of_the_7_byte_setup_adds_the_master_array_to_adamw8bit():
     """master_weights(adamw8bit): adamw8bit's own temporaries (with float32 params) plus
     the one float32 array of the master step."""
-    inner = donated_step_temporaries(adam_optax.adamw8bit(1e-3), _as(tree, jnp.float32))
-    assert donated_step_temporaries(SETUPS["master_weights(adamw8bit)"](), tree) <= inner + 4.0
+    assert donated("master_weights(adamw8bit)") <= donated("adamw8bit") + 4.0
 
 
 @pytest.mark.xfail(strict=True, reason="issue 23 target 1: the w + u array is materialized")
 @pytest.mark.parametrize("name", ["master_weights(adamw)", "master_weights(adamw8bit)"])
-def test_donated_step_temporaries_target(tree, name):
-    assert donated_step_temporaries(SETUPS[name](), tree) <= 0.5
+def test_donated_step_temporaries_target(name):
+    assert donated(name) <= 0.5
 
 
 def test_train_step_of_master_weights_adamw_keeps_gradient_release():
     """Issue 23, target 2, for master_weights(adamw): no more temporaries than
     optax.adamw on the same bfloat16 params, + 0.5 B/param."""
-    reference = train_step_temporaries(optax.adamw(1e-3))
-    assert train_step_temporaries(SETUPS["master_weights(adamw)"]()) <= reference + 0.5
+    assert train("master_weights(adamw)") <= train("optax.adamw") + 0.5
 
 
 def test_train_step_of_the_7_byte_setup_does_not_grow():
     """A ceiling at today's figure, which the 8-bit step's own copies of its codes set;
     the target (+ 0.5) is the xfail row below."""
-    reference = train_step_temporaries(optax.adamw(1e-3))
-    assert train_step_temporaries(SETUPS["master_weights(adamw8bit)"]()) <= reference + 1.25
+    assert train("master_weights(adamw8bit)") <= train("optax.adamw") + 1.25
 
 
 @pytest.mark.xfail(strict=True, reason="issue 23 target 2: the 8-bit step's own copies")
 def test_train_step_of_the_7_byte_setup_target():
-    reference = train_step_temporaries(optax.adamw(1e-3))
-    assert train_step_temporaries(SETUPS["master_weights(adamw8bit)"]()) <= reference + 0.5
+    assert train("master_weights(adamw8bit)") <= train("optax.adamw") + 0.5
 
 
-# The low-bit state's own step, on float32 params: (transform, today's ceiling in B/param).
+# The low-bit state's own step, on float32 params: today's ceiling in B/param.
 # float32 moments need no temporaries; adamw8bit keeps one copy of one moment's codes and
-# per-block arrays; 16-bit moments with stochastic rounding a copy of both. XLA copies the
-# old state because the update, fused into apply_updates, reads it after the new state is
-# written; benchmarks/results/inplace.md shows why an in-place loop does not remove that
-# copy on XLA:CPU.
-STATE_SETUPS = {
-    "adamw": (lambda: adam_optax.adamw(1e-3), 0.001),
-    "adamw8bit": (lambda: adam_optax.adamw8bit(1e-3), 1.5),
-    "adamw bf16+SR": (
-        lambda: adam_optax.adamw(1e-3, mu_dtype=BF16, nu_dtype=BF16, stochastic_rounding=True),
-        4.0 + 0.01,
-    ),
-}
+# per-block arrays; 16-bit moments with stochastic rounding copies of some old moments.
+# XLA copies the old state because the update, fused into apply_updates, reads it after the
+# new state is written; benchmarks/results/inplace.md shows why an in-place loop does not
+# remove that copy on XLA:CPU.
+STATE_CEILINGS = {"adamw": 0.001, "adamw8bit": 1.5, "adamw bf16+SR": 2.6}
 
 
-@pytest.mark.parametrize("name", list(STATE_SETUPS))
-def test_donated_step_of_the_state_formats_does_not_grow(tree, name):
-    make, ceiling = STATE_SETUPS[name]
-    assert donated_step_temporaries(make(), _as(tree, jnp.float32)) <= ceiling
+@pytest.mark.parametrize("name", list(STATE_CEILINGS))
+def test_donated_step_of_the_state_formats_does_not_grow(name):
+    assert donated(name) <= STATE_CEILINGS[name]
 
 
 @pytest.mark.xfail(strict=True, reason="issue 23 target 1: XLA:CPU copies the old state")
 @pytest.mark.parametrize("name", ["adamw8bit", "adamw bf16+SR"])
-def test_donated_step_of_the_state_formats_target(tree, name):
-    make, _ = STATE_SETUPS[name]
-    assert donated_step_temporaries(make(), _as(tree, jnp.float32)) <= 0.5
+def test_donated_step_of_the_state_formats_target(name):
+    assert donated(name) <= 0.5
