@@ -7,6 +7,13 @@ skipped while the run stayed green. Under CI (``CI`` set to ``true`` or ``1``, a
 Actions and ``.ci/run`` do), a multi-device test that skips (its reason says "needs N
 devices") fails instead.
 
+The tests' programs are compiled with LLVM's optimizations off
+(``--xla_backend_optimization_level=0``, unless ``XLA_FLAGS`` names a level): XLA builds
+the same HLO, so the same fusions, buffers and ``memory_analysis()`` figures, and IEEE
+arithmetic gives the same bits, but most of the suite's time is compiling many small
+programs that then run for milliseconds. The benchmarks, which time what they run,
+compile at XLA's default level.
+
 ``--package-only`` collects the package's own tests and doctests and leaves out every test
 file that runs the examples or the benchmarks (they need Flax, Matplotlib and the like).
 CI runs it in an environment with the oldest jax and optax that pyproject.toml allows.
@@ -35,7 +42,19 @@ def with_device_count(flags: str, count: int = 8) -> str:
     return f"{flags} {DEVICE_COUNT_FLAG}={count}".strip()
 
 
-os.environ["XLA_FLAGS"] = with_device_count(os.environ.get("XLA_FLAGS", ""))
+OPTIMIZATION_LEVEL_FLAG = "--xla_backend_optimization_level"
+
+
+def with_test_flags(flags: str) -> str:
+    """``flags`` with the device count and LLVM's optimization level 0 appended, each
+    unless ``flags`` names it already."""
+    flags = with_device_count(flags)
+    if OPTIMIZATION_LEVEL_FLAG in flags:
+        return flags
+    return f"{flags} {OPTIMIZATION_LEVEL_FLAG}=0"
+
+
+os.environ["XLA_FLAGS"] = with_test_flags(os.environ.get("XLA_FLAGS", ""))
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 # The reason every multi-device test gives when it skips, such as "needs 8 devices (see

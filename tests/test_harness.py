@@ -26,6 +26,14 @@ def test_the_device_count_is_appended_to_other_xla_flags():
     assert flag in os.environ["XLA_FLAGS"]
 
 
+def test_the_optimization_level_is_appended_unless_named():
+    level = conftest.OPTIMIZATION_LEVEL_FLAG
+    count = f"{conftest.DEVICE_COUNT_FLAG}=8"
+    assert conftest.with_test_flags("") == f"{count} {level}=0"
+    assert conftest.with_test_flags(f"{level}=3") == f"{level}=3 {count}"  # the user's choice
+    assert f"{level}=" in os.environ["XLA_FLAGS"]
+
+
 SKIPPING = """
 import os
 import pytest
