@@ -320,7 +320,8 @@ def master_weights(
         ValueError: ``correction_bits`` other than 8 or 16; ``update`` without the
             params; a params leaf whose dtype changed between ``init`` and ``update``.
         TypeError: ``tx`` that is not an optax transform; ``update_dtype`` that is not
-            a real floating dtype.
+            a real floating dtype; ``correction_bits`` given as an array, as
+            ``optax.inject_hyperparams`` passes it unless it is in ``static_args``.
 
     Example:
         >>> import jax.numpy as jnp, numpy as np, optax, adam_optax
@@ -336,6 +337,12 @@ def master_weights(
         int16
     """
     checks.transformation("tx", tx)
+    if isinstance(correction_bits, jax.Array):
+        raise TypeError(
+            f"correction_bits must be a Python int, 8 or 16, got an array ({correction_bits!r}): "
+            "it sets the correction's dtype, which init fixes. Under optax.inject_hyperparams, "
+            "pass static_args=('correction_bits',)."
+        )
     if isinstance(correction_bits, bool) or correction_bits not in _CORRECTION_DTYPE:
         raise ValueError(
             f"correction_bits must be 8 or 16, got {correction_bits!r}. 8 stores an int8 "

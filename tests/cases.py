@@ -181,6 +181,13 @@ ERRORS = [
         r"correction_bits must be 8 or 16, got 12\. 8 stores an int8 correction",
     ),
     ErrorCase(
+        "master_weights_correction_bits_array",  # as optax.inject_hyperparams passes it
+        "master_weights",
+        {"tx": optax.sgd(0.1), "correction_bits": jnp.asarray(8)},
+        TypeError,
+        r"correction_bits must be a Python int, 8 or 16, got an array .*static_args",
+    ),
+    ErrorCase(
         "master_weights_update_dtype",
         "master_weights",
         {"tx": optax.sgd(0.1), "update_dtype": jnp.int8},
