@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Study: a chunked, in-place step engine for the 8-bit and 16-bit state (issue 23), on XLA:CPU.
+"""Study: a chunked, in-place step engine for the 8-bit and 16-bit state, on XLA:CPU.
 
 ``storage.apply(step, g, moments, key)`` is the per-leaf engine of every Adam variant. This
 study swaps in a second engine with the same interface and measures both in one process.
@@ -301,7 +301,7 @@ def hlo_evidence() -> dict[str, list[str]]:
 def markdown(result: dict[str, Any]) -> str:
     env = result["environment"]
     lines = [
-        "# A chunked in-place step engine on XLA:CPU (issue 23)",
+        "# A chunked in-place step engine on XLA:CPU",
         "",
         f"`{env['command']}` at adam_optax {env['adam_optax_commit']}, {env['date']}: jax "
         f"{env['jax']}, {env['cpus']} CPUs, load average {env['load_before']:.1f} before / "
