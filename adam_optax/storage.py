@@ -710,6 +710,30 @@ def _write_plain(value: jax.Array, like: jax.Array, key: jax.Array | None) -> ja
     return value.astype(like.dtype)
 
 
+def _after(value: jax.Array, previous: jax.Array | None) -> jax.Array:
+    """``value`` unchanged, but computed after ``previous``, whose first element it reads.
+
+    For plain moments stored narrower than the step computes them (16-bit
+    state), written in place of the old ones. A moment stored in the compute
+    dtype is the step's own value, which the caller's update reads back, so it
+    is written before the update and needs no copy. A narrowed one is not:
+    the update (fused into ``optax.apply_updates``) recomputes it from the old
+    moment, and XLA's copy insertion, which orders instructions by data
+    dependence only, copies every old moment that such a write replaces. Two
+    writes with no order between them keep both copies alive at once, and
+    the scheduler may run the update after both; chained, the old moment
+    written last is copied first, the other is copied into its freed buffer,
+    and one copy per leaf is a temporary. A dependence through an optimization
+    barrier does not order them on XLA:CPU. The test is never true: a 16-bit
+    pattern widened to 32 bits has no bit above the 16th.
+    """
+    if previous is None or not value.size or not previous.size:
+        return value
+    first = jnp.real(previous.reshape(-1)[0]).astype(jnp.bfloat16)
+    bits = jax.lax.bitcast_convert_type(first, jnp.uint16).astype(jnp.uint32)
+    return jnp.where(bits >> 16 != 0, jnp.zeros_like(value), value)
+
+
 def _whole_blocks_then_rest(shape: tuple[int, ...], block_size: int) -> list[tuple[int, int]]:
     """Column ranges [lo, hi) of the last axis, each reduced to block maxima in its own loop.
 
@@ -770,7 +794,11 @@ def apply(
     harms no other element. The update is computed from the new moments
     before they are rounded.
 
-    Nothing the size of the leaf is materialized: XLA:CPU materializes a
+    Plain moments that are narrowed as they are stored (16-bit state) are
+    written one after another, the last moment first (see ``_after``), so that
+    XLA keeps one copy of one old moment per leaf, not of each.
+
+    8-bit: nothing the size of the leaf is materialized: XLA:CPU materializes a
     decoded (gathered) value that two fusions read, so the elementwise step is
     recomputed where it is needed, on inputs passed through an optimization
     barrier so that XLA cannot merge the copies. One loop computes the update
@@ -788,10 +816,15 @@ def apply(
     keys = [None if key is None else fold_in(key, i) for i in range(len(moments))]
     if not any(is_quantized(m) for m in moments):
         update, *new = step(g, *moments)
-        return update, *(
-            None if v is None else _write_plain(v, m, k)
-            for v, m, k in zip(new, moments, keys, strict=True)
-        )
+        written: list[Any] = [None] * len(moments)
+        previous = None  # the narrowed moment written last, which the next one's write reads
+        for i in reversed(range(len(moments))):
+            if new[i] is None:
+                continue
+            written[i] = _write_plain(new[i], moments[i], keys[i])
+            if written[i].dtype != new[i].dtype:
+                written[i] = previous = _after(written[i], previous)
+        return update, *written
     if not all(m is None or is_quantized(m) for m in moments):
         raise TypeError("A leaf's moments must be all 8-bit or none.")
 

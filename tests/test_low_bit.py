@@ -365,6 +365,18 @@ def _nu_after(steps, g, nu0, stochastic):
     )
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32, jnp.complex64])
+def test_ordering_a_moment_write_after_another_keeps_its_bits(dtype):
+    """storage._after only adds a dependence: every bit pattern of the first element it
+    reads, NaN and infinity included, leaves the value as it is."""
+    patterns = np.arange(2**16, dtype=np.uint16)
+    previous = jax.lax.bitcast_convert_type(jnp.asarray(patterns), jnp.bfloat16).astype(dtype)
+    value = jnp.asarray([np.nan, -0.0, np.inf, 1e-40, 3.0], jnp.bfloat16)
+    after = jax.jit(jax.vmap(storage._after, in_axes=(None, 0)))(value, previous[:, None])
+    expected = np.broadcast_to(np.asarray(value).view(np.uint16), after.shape)
+    np.testing.assert_array_equal(np.asarray(after).view(np.uint16), expected)
+
+
 def test_bfloat16_nu_needs_stochastic_rounding_to_decay_and_grow():
     """b2 = 0.999: one step changes v by 0.1%, less than half a bfloat16 ulp
     (0.2-0.4%). With round-to-nearest, v cannot decay at all under zero
