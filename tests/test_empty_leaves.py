@@ -37,9 +37,11 @@ def run(tx, params, grads, step):
     return history
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("config", CONFIGS + MORE_CONFIGS, ids=lambda c: c.id)
-def test_empty_leaves_update_and_change_nothing_else(config, dtype):
+def test_empty_leaves_update_and_change_nothing_else(config):
+    # bfloat16 params for master_weights, which corrects only 16-bit leaves; float32 for
+    # the others, whose empty leaves take the same path in any dtype.
+    dtype = jnp.bfloat16 if config.id.startswith("master_weights") else jnp.float32
     tx = make(config)
     params, grads = params_and_grads(dtype)
     eager = run(tx, params, grads, tx.update)

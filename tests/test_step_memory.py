@@ -76,8 +76,8 @@ def train_step_temporaries(tx: optax.GradientTransformation, layers=16, width=25
 
 @functools.cache
 def _tree(dtype) -> Any:
-    """The GPT-like tree with d_model 128, 4 blocks: about 1.5M params, 52 leaves."""
-    return _as(gpt2_like(d=128, vocab=4096, context=256, blocks=4), dtype)
+    """The GPT-like tree with d_model 128, 2 blocks: about 0.95M params, 28 leaves."""
+    return _as(gpt2_like(d=128, vocab=4096, context=256, blocks=2), dtype)
 
 
 # name: (transform, params dtype). Each figure is compiled once and shared by the tests.
