@@ -547,11 +547,15 @@ def _encode_with(
     normalized = x * _per_element(inverse, x.shape, block_size)
     normalized = jnp.where(jnp.isfinite(x), normalized, 0.0 if signed else 1.0)
     u = None if key is None or round_up else _uniform(key, x.shape)
-    codes = _encode(normalized, signed, u)
+    stored = QuantizedArray(
+        _encode(normalized, signed, u), scales, tuple(x.shape), signed, block_size
+    )
     if round_up:
-        below = _decode(codes, signed) * _per_element(scales, x.shape, block_size) < x
+        codes = stored.codes
+        below = dequantize_array(stored) < x
         codes = jnp.where(below & (codes < 255), codes + 1, codes).astype(jnp.uint8)
-    return QuantizedArray(codes, scales, tuple(x.shape), signed, block_size)
+        stored = dataclasses.replace(stored, codes=codes)
+    return stored
 
 
 def quantize(x: jax.Array, *, signed: bool, block_size: int) -> QuantizedArray:
