@@ -275,8 +275,9 @@ class _Blocks(NamedTuple):
     block_size: Any  # an int; an int32 array under optax.inject_hyperparams
     min_quantized_size: Any
 
-    def check_unchanged(self, updates: Any, moment: Any) -> None:
-        """At ``update``: the layout these arguments give is the one ``init`` gave ``moment``.
+    def check_unchanged(self, updates: Any, moment: Any, leaves: Any) -> None:
+        """At ``update``: the layout these arguments give is the one ``init`` gave ``moment``,
+        whose ``per_leaf`` view is ``leaves``.
 
         They set the state's shapes, so a new value cannot take effect after ``init``.
         ``optax.inject_hyperparams`` makes every number passed to the transform's factory
@@ -302,7 +303,7 @@ class _Blocks(NamedTuple):
                 "after init. Under optax.inject_hyperparams, leave "
                 "state.hyperparams['block_size'] as it is, or init a new state."
             )
-        stored = jax.tree.leaves(moment.per_leaf(), is_leaf=storage.is_quantized)
+        stored = jax.tree.leaves(leaves, is_leaf=storage.is_quantized)
         for (path, g), m in zip(jax.tree_util.tree_leaves_with_path(updates), stored, strict=True):
             if self.applies(g) != storage.is_quantized(m):
                 raise ValueError(
@@ -458,7 +459,7 @@ def _adam_family(
         nu_max = storage.per_leaf(getattr(state, "nu_max", None))
         checks.updates_match(updates, mu, is_leaf=storage.is_quantized)
         if blocks is not None:
-            blocks.check_unchanged(updates, state.mu)
+            blocks.check_unchanged(updates, state.mu, mu)
         count = _increment(state.count)
         k = _scalars(
             count=count,
