@@ -48,7 +48,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from memory import bytes_accessed, environment, gpt2_like, size, train_step, write
+from memory import bytes_accessed, environment, gpt2_like, run_line, size, train_step, write
 from run_record import git_commit
 
 import adam_optax
@@ -303,10 +303,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# A chunked in-place step engine on XLA:CPU",
         "",
-        f"`{env['command']}` at adam_optax {env['adam_optax_commit']}, {env['date']}: jax "
-        f"{env['jax']}, {env['cpus']} CPUs, load average {env['load_before']:.1f} before / "
-        f"{env['load_after']:.1f} after (shared machine). What the engines are: the docstring "
-        "of `benchmarks/inplace.py`.",
+        f"{run_line(env)} What the engines are: the docstring of `benchmarks/inplace.py`.",
         "",
         "Optimizer step (`update` + `apply_updates`, params and state donated, grads as "
         "inputs), B/param: temporaries / bytes accessed (loops counted per iteration).",

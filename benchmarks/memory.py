@@ -211,9 +211,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Memory, bytes moved and step time of Adam's state choices",
         "",
-        f"`{env['command']}` at adam_optax {env['adam_optax_commit']}, {env['date']}: "
-        f"jax {env['jax']}, {env['cpus']} CPUs, load average "
-        f"{env['load_before']:.1f} before / {env['load_after']:.1f} after (shared machine).",
+        run_line(env),
         "",
         "The compiled optimizer step (`update` + `optax.apply_updates`, params and state "
         f"donated, grads as inputs) on a GPT-2-like tree of {result['mixed_params']:,} "
@@ -411,11 +409,7 @@ def training_markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Training memory: params + grads + optimizer state",
         "",
-        f"`{env['command']}` at adam_optax {env['adam_optax_commit']}, "
-        f"{env.get('date', 'date not recorded')}: "
-        f"jax {env['jax']}, "
-        f"{env['cpus']} CPUs, load average {env['load_before']:.1f} before / "
-        f"{env['load_after']:.1f} after (shared machine). GPT-2-like tree "
+        f"{run_line(env)} GPT-2-like tree "
         f"({result['mixed_params']:,} params, d_model 192). Bytes per parameter held across "
         "steps; the peak is the compiled, donated step's arguments + temporaries + outputs - "
         "aliased; checkpoint: params + state (logical) and an orbax checkpoint on disk.",
@@ -443,6 +437,16 @@ def training_markdown(result: dict[str, Any]) -> str:
             if key != "ms":
                 lines.append(f"- {key}: {value:.2f}×")
     return "\n".join(lines) + "\n"
+
+
+def run_line(env: dict[str, Any]) -> str:
+    """The sentence a results file opens with: the command, commit, date, jax and load."""
+    return (
+        f"`{env['command']}` at adam_optax {env['adam_optax_commit']}, "
+        f"{env.get('date', 'date not recorded')}: jax {env['jax']}, {env['cpus']} CPUs, load "
+        f"average {env['load_before']:.1f} before / {env['load_after']:.1f} after (shared "
+        "machine)."
+    )
 
 
 def environment(argv: list[str], commit: str, load_before: float) -> dict[str, Any]:
