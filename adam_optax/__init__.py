@@ -4,10 +4,12 @@ from optax import ScaleByAdamState, ScaleByAmsgradState
 
 from adam_optax.aliases import (
     adam,
+    adam4bit,
     adam8bit,
     adamax,
     adamaxw,
     adamw,
+    adamw4bit,
     adamw8bit,
     amsgrad,
     nadam,
@@ -19,6 +21,7 @@ from adam_optax.state_sharding import ShardedState, shard_state
 from adam_optax.storage import QuantizedArray, QuantizedTree, dequantize
 from adam_optax.transforms import (
     scale_by_adam,
+    scale_by_adam4bit,
     scale_by_adam8bit,
     scale_by_adamax,
     scale_by_amsgrad,
@@ -34,10 +37,12 @@ __all__ = [
     "ScaleByAmsgradState",
     "ShardedState",
     "adam",
+    "adam4bit",
     "adam8bit",
     "adamax",
     "adamaxw",
     "adamw",
+    "adamw4bit",
     "adamw8bit",
     "amsgrad",
     "dequantize",
@@ -47,6 +52,7 @@ __all__ = [
     "nadamw",
     "offload_state",
     "scale_by_adam",
+    "scale_by_adam4bit",
     "scale_by_adam8bit",
     "scale_by_adamax",
     "scale_by_amsgrad",

@@ -25,6 +25,7 @@ from optax import ScalarOrSchedule
 from adam_optax import checks
 from adam_optax.transforms import (
     scale_by_adam,
+    scale_by_adam4bit,
     scale_by_adam8bit,
     scale_by_adamax,
     scale_by_amsgrad,
@@ -814,6 +815,184 @@ def adamw8bit(
     """
     return _finish(
         scale_by_adam8bit(
+            b1,
+            b2,
+            eps,
+            eps_root,
+            nesterov=nesterov,
+            amsgrad=amsgrad,
+            eps_hat=eps_hat,
+            block_size=block_size,
+            min_quantized_size=min_quantized_size,
+            stochastic_rounding=stochastic_rounding,
+            seed=seed,
+        ),
+        learning_rate,
+        weight_decay,
+        mask,
+    )
+
+
+def adam4bit(
+    learning_rate: ScalarOrSchedule,
+    b1: ArrayLike = 0.9,
+    b2: ArrayLike = 0.999,
+    eps: ArrayLike = 1e-8,
+    eps_root: ArrayLike = 0.0,
+    *,
+    nesterov: bool = False,
+    amsgrad: bool = False,
+    eps_hat: bool = False,
+    block_size: int | None = None,
+    min_quantized_size: int | None = None,
+    stochastic_rounding: bool = True,
+    seed: int = 0,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``adam`` with 4-bit blockwise moments (Li, Chen & Zhu 2023): an eighth of the memory.
+
+    The math is ``adam``'s, computed in float32. Leaves of at least
+    ``min_quantized_size`` elements with an even last axis store m and v as
+    4-bit codes, two per byte, plus a float32 scale per ``block_size`` elements
+    of the last axis: about 1.06 bytes per parameter instead of 8. See
+    ``scale_by_adam4bit`` for the format and ``scale_by_adam8bit`` for what the
+    two share.
+
+    Reference: Li, Chen & Zhu, "Memory Efficient Optimizers with 4-bit States",
+    NeurIPS 2023, https://arxiv.org/abs/2309.01507.
+
+    Args:
+        learning_rate: the step size: a number >= 0, a scalar array, or an optax schedule (a
+            function of the step count, from 0, returning such a number).
+        b1: decay rate of the first-moment average m_t, in [0, 1). Default: ``0.9``.
+        b2: decay rate of the second-moment average v_t, in [0, 1). Default: ``0.999``.
+        eps: added to the denominator outside the square root, sqrt(v̂_t + eps_root) + eps, for
+            numerical stability; >= 0. Default: ``1e-8``.
+        eps_root: added to v̂_t inside the square root, >= 0. Default: ``0.0``.
+        nesterov: use Nesterov momentum (NAdam), as ``adam8bit``. Default: ``False``.
+        amsgrad: use AMSGrad in PyTorch's convention, as ``adam8bit``. Default: ``False``.
+        eps_hat: add eps to sqrt(v_t) before the bias correction, as ``adam8bit``.
+            Default: ``False``.
+        block_size: elements per block along a leaf's last axis; a positive even integer. None
+            means 128. It sets the state's layout, so it is not a hyperparameter.
+            Default: ``None``.
+        min_quantized_size: leaves with fewer elements keep float32 moments; an integer >= 0.
+            None means 4096. Default: ``None``.
+        stochastic_rounding: round each code to one of its two neighbouring values at random,
+            unbiased in value, instead of to the nearest. Default: ``True``.
+        seed: an integer in [0, 2**32) for the random bits of stochastic rounding.
+            Default: ``0``.
+
+    Returns:
+        An optax ``GradientTransformationExtraArgs``: ``chain(scale_by_adam4bit(...),
+        scale_by_learning_rate(learning_rate))``.
+
+    Raises:
+        ValueError, TypeError: an argument out of its range or of the wrong type.
+
+    Example:
+        >>> import jax.numpy as jnp, numpy as np, optax, adam_optax
+        >>> tx = adam_optax.adam4bit(0.1, min_quantized_size=2)
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> state = tx.init(params)
+        >>> updates, state = tx.update({"w": jnp.array([0.5, -0.5])}, state, params)
+        >>> print(np.asarray(optax.apply_updates(params, updates)["w"]).round(4))  # θ - lr·sign(g)
+        [ 0.9 -1.9]
+        >>> print(state[0].mu.codes["w"].shape)  # two codes in one byte
+        (1,)
+    """
+    return _finish(
+        scale_by_adam4bit(
+            b1,
+            b2,
+            eps,
+            eps_root,
+            nesterov=nesterov,
+            amsgrad=amsgrad,
+            eps_hat=eps_hat,
+            block_size=block_size,
+            min_quantized_size=min_quantized_size,
+            stochastic_rounding=stochastic_rounding,
+            seed=seed,
+        ),
+        learning_rate,
+    )
+
+
+def adamw4bit(
+    learning_rate: ScalarOrSchedule,
+    b1: ArrayLike = 0.9,
+    b2: ArrayLike = 0.999,
+    eps: ArrayLike = 1e-8,
+    eps_root: ArrayLike = 0.0,
+    weight_decay: ScalarOrSchedule = 1e-4,
+    mask: Mask | None = None,
+    *,
+    nesterov: bool = False,
+    amsgrad: bool = False,
+    eps_hat: bool = False,
+    block_size: int | None = None,
+    min_quantized_size: int | None = None,
+    stochastic_rounding: bool = True,
+    seed: int = 0,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``adamw`` with 4-bit blockwise moments: ``adam4bit`` plus decoupled weight decay.
+
+    .. math::
+        \theta_t = \theta_{t-1} - \eta_t \, (\hat m_t / (\sqrt{\hat v_t + \epsilon_{root}}
+        + \epsilon) + \lambda \, \theta_{t-1}),
+
+    computed in float32 from moments stored in 4 bits (see
+    ``scale_by_adam4bit``), with η_t the learning rate and λ ``weight_decay``.
+
+    References: Li, Chen & Zhu, "Memory Efficient Optimizers with 4-bit States",
+    NeurIPS 2023, https://arxiv.org/abs/2309.01507; Loshchilov & Hutter,
+    "Decoupled Weight Decay Regularization", ICLR 2019.
+
+    Args:
+        learning_rate: the step size: a number >= 0, a scalar array, or an optax schedule (a
+            function of the step count, from 0, returning such a number).
+        b1: decay rate of the first-moment average m_t, in [0, 1). Default: ``0.9``.
+        b2: decay rate of the second-moment average v_t, in [0, 1). Default: ``0.999``.
+        eps: added to the denominator outside the square root, sqrt(v̂_t + eps_root) + eps, for
+            numerical stability; >= 0. Default: ``1e-8``.
+        eps_root: added to v̂_t inside the square root, >= 0. Default: ``0.0``.
+        weight_decay: rate of the decoupled weight decay: a number >= 0, a scalar array, or a
+            schedule, as in ``adamw``. Default: ``0.0001``.
+        mask: where the weight decay applies: a pytree of bools with the params' structure (or a
+            prefix of it), or a function params -> such a tree. None decays every param.
+            Default: ``None``.
+        nesterov: use Nesterov momentum (NAdam), as ``adam8bit``. Default: ``False``.
+        amsgrad: use AMSGrad in PyTorch's convention, as ``adam8bit``. Default: ``False``.
+        eps_hat: add eps to sqrt(v_t) before the bias correction, as ``adam8bit``.
+            Default: ``False``.
+        block_size: elements per block along a leaf's last axis; a positive even integer. None
+            means 128. It sets the state's layout, so it is not a hyperparameter.
+            Default: ``None``.
+        min_quantized_size: leaves with fewer elements keep float32 moments; an integer >= 0.
+            None means 4096. Default: ``None``.
+        stochastic_rounding: round each code to one of its two neighbouring values at random,
+            unbiased in value, instead of to the nearest. Default: ``True``.
+        seed: an integer in [0, 2**32) for the random bits of stochastic rounding.
+            Default: ``0``.
+
+    Returns:
+        An optax ``GradientTransformationExtraArgs``: ``chain(scale_by_adam4bit(...),
+        add_decayed_weights(weight_decay, mask), scale_by_learning_rate(learning_rate))``.
+        ``update`` needs the params.
+
+    Raises:
+        ValueError, TypeError: an argument out of its range or of the wrong type.
+
+    Example:
+        >>> import jax.numpy as jnp, numpy as np, optax, adam_optax
+        >>> tx = adam_optax.adamw4bit(0.1, weight_decay=0.5, min_quantized_size=2)
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> updates, _ = tx.update({"w": jnp.array([0.5, -0.5])}, tx.init(params), params)
+        >>> print(np.asarray(optax.apply_updates(params, updates)["w"]).round(4))
+        [ 0.85 -1.8 ]
+    """
+    return _finish(
+        scale_by_adam4bit(
             b1,
             b2,
             eps,

@@ -160,15 +160,20 @@ def _integer(name: str, value: Any) -> int | None:
     return None if _is_traced(value) else int(value)
 
 
-def block_size(value: Any) -> None:
-    """Checks the block length of 8-bit moments: an integer >= 1."""
+def block_size(value: Any, even: bool = False) -> None:
+    """Checks the block length of blockwise moments: an integer >= 1, ``even`` for 4-bit
+    codes, two of which share a byte."""
     number = _integer("block_size", value)
     if number is not None and number < 1:
         raise ValueError(f"block_size must be a positive integer, got {number}.")
+    if number is not None and even and number % 2:
+        raise ValueError(
+            f"block_size must be even for 4-bit moments (two codes share a byte), got {number}."
+        )
 
 
 def min_quantized_size(value: Any) -> None:
-    """Checks the smallest leaf size that gets 8-bit moments: an integer >= 0."""
+    """Checks the smallest leaf size that gets blockwise moments: an integer >= 0."""
     number = _integer("min_quantized_size", value)
     if number is not None and number < 0:
         raise ValueError(f"min_quantized_size must be >= 0, got {number}.")

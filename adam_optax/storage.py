@@ -67,34 +67,48 @@ def _magnitudes(bits: int, zero: bool = True) -> np.ndarray:
     return np.asarray(values)
 
 
-_UNSIGNED_BITS, _SIGNED_BITS = 7, 6
-_UNSIGNED_MAP = _magnitudes(_UNSIGNED_BITS, zero=False)  # 256 values, 1e-8 .. 1
-_SIGNED_MAGNITUDES = _magnitudes(_SIGNED_BITS)  # 128 values, 0 .. 1
-_SIGNED_ZERO = len(_SIGNED_MAGNITUDES) - 1  # 127, the code of 0
-# 255 values -1 .. 1; the unused code 255 repeats 1 so every uint8 decodes.
-_SIGNED_MAP = np.concatenate([-_SIGNED_MAGNITUDES[:0:-1], _SIGNED_MAGNITUDES, [1.0]])
+BITS = (8, 4)  # the code widths a QuantizedArray may have
 
 
-def code_map(signed: bool) -> np.ndarray:
-    """The 256 float32 values the codes stand for, code i -> ``code_map(signed)[i]``.
+def _signed_magnitudes(bits: int) -> np.ndarray:
+    """The signed map's magnitudes: 2^(bits-1) values, 0 first (a sign takes one bit)."""
+    return _magnitudes(bits - 2)
+
+
+def _map(signed: bool, bits: int) -> np.ndarray:
+    """The 2^bits code values, ascending: code i stands for ``_map(signed, bits)[i]``."""
+    if not signed:
+        return _magnitudes(bits - 1, zero=False)
+    magnitudes = _signed_magnitudes(bits)
+    # -1 .. 1 is one value short of 2^bits; the last code repeats 1 so that every code decodes.
+    return np.concatenate([-magnitudes[:0:-1], magnitudes, [1.0]])
+
+
+def code_map(signed: bool, bits: int = 8) -> np.ndarray:
+    """The 2^bits float32 values the codes stand for, code i -> ``code_map(signed, bits)[i]``.
 
     Ascending (the signed map's last entry repeats 1.0), with 1 exact, and 0
-    exact in the signed map; the unsigned one starts at 1e-8.
+    exact in the signed map. The unsigned one has no 0: it starts at 1e-8
+    (8 bits) or 1e-4 (4 bits).
     """
-    return (_SIGNED_MAP if signed else _UNSIGNED_MAP).astype(np.float32)
+    return _map(signed, bits).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class QuantizedArray:
-    """A float array stored as 8-bit codes and one float32 scale per block.
+    """A float array stored as 8- or 4-bit codes and one float32 scale per block.
 
     Attributes:
-        codes: uint8, the array's shape: code i stands for ``code_map(signed)[i]``.
+        codes: uint8: code i stands for ``code_map(signed, bits)[i]``. With 8 bits,
+            the array's shape; with 4, two codes per byte along the last axis
+            (elements 2j and 2j + 1 in the low and high half of byte j), so the
+            shape ``shape[:-1] + (shape[-1] // 2,)``.
         scales: float32, shape ``shape[:-1] + (ceil(shape[-1] / block),)``,
             where ``block = min(block_size, shape[-1])``: each block's absmax.
         shape: the stored array's shape (static).
         signed: whether the signed map is used (static): True for m, False for v.
         block_size: the block length along the last axis (static).
+        bits: the code width, 8 or 4 (static). Default: ``8``.
 
     A registered pytree node with codes and scales as children, so jit,
     donation, checkpointing and sharding treat it as two arrays. The 8-bit
@@ -118,6 +132,7 @@ class QuantizedArray:
     shape: tuple[int, ...] = dataclasses.field(metadata={"static": True})
     signed: bool = dataclasses.field(metadata={"static": True})
     block_size: int = dataclasses.field(metadata={"static": True})
+    bits: int = dataclasses.field(default=8, metadata={"static": True})
 
     @property
     def ndim(self) -> int:
@@ -135,11 +150,20 @@ class QuantizedArray:
     def __repr__(self) -> str:
         return (
             f"QuantizedArray(codes={_summary(self.codes)!r}, scales={_summary(self.scales)!r}, "
-            f"signed={self.signed}, block_size={self.block_size})"
+            f"signed={self.signed}, block_size={self.block_size}{_bits_repr(self.bits)})"
         )
 
 
 jax.tree_util.register_dataclass(QuantizedArray)
+
+
+def _bits_repr(bits: int) -> str:
+    return "" if bits == 8 else f", bits={bits}"
+
+
+def codes_shape(shape: tuple[int, ...], bits: int) -> tuple[int, ...]:
+    """The shape of the codes of an array of ``shape``: two 4-bit codes per byte."""
+    return shape if bits == 8 else (*shape[:-1], shape[-1] // 2)
 
 
 def is_quantized(x: Any) -> bool:
@@ -207,18 +231,19 @@ class _Mark:
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class QuantizedTree:
-    """A moment of a whole params tree, its large leaves 8-bit: two trees of arrays.
+    """A moment of a whole params tree, its large leaves 8- or 4-bit: two trees of arrays.
 
     Attributes:
-        codes: the params' tree structure. A quantized leaf holds uint8 codes of
-            the param's shape, as ``QuantizedArray.codes``; any other leaf holds
-            the moment itself, a float array.
+        codes: the params' tree structure. A quantized leaf holds uint8 codes,
+            as ``QuantizedArray.codes`` (of the param's shape with 8 bits, half its
+            last axis with 4); any other leaf holds the moment itself, a float array.
         scales: the params' tree structure. A quantized leaf holds its float32
             block scales, as ``QuantizedArray.scales``, of the param's rank; any
             other leaf a placeholder of one axis more, uint8 zeros of shape
             ``(*shape[:-1], 1, 1)`` (``(1,)`` for a scalar): a byte per row.
         signed: whether the signed map is used (static): True for m, False for v.
         block_size: the block length along the last axis (static).
+        bits: the code width of the quantized leaves, 8 or 4 (static). Default: ``8``.
         specs_template: True for a tree made by ``init`` on a params tree with no
             leaves, as ``optax.tree_utils.tree_map_params`` makes one to find the
             params' trees in a state (static, and not part of the pytree structure).
@@ -260,13 +285,14 @@ class QuantizedTree:
     scales: Any
     signed: bool
     block_size: int
+    bits: int = 8
     specs_template: bool = False
 
     def __repr__(self) -> str:
         codes, scales = (jax.tree.map(_summary, t) for t in (self.codes, self.scales))
         return (
-            f"QuantizedTree(signed={self.signed}, block_size={self.block_size}, "
-            f"codes={codes!r}, scales={scales!r})"
+            f"QuantizedTree(signed={self.signed}, block_size={self.block_size}"
+            f"{_bits_repr(self.bits)}, codes={codes!r}, scales={scales!r})"
         )
 
     def per_leaf(self) -> Any:
@@ -278,23 +304,25 @@ class QuantizedTree:
             ValueError: a scales entry has neither the shape of the blocks of its
                 codes nor that of a placeholder.
         """
-        kind = "mu" if self.signed else "nu (or nu_max)"
+        kind = f"The {self.bits}-bit moment {'mu' if self.signed else 'nu (or nu_max)'}"
 
         def leaf(path, codes, scales):
             where = jax.tree_util.keystr(path)
             shape, scales_shape = tuple(codes.shape), tuple(scales.shape)
             placeholder = len(scales_shape) != len(shape)  # then codes is the moment itself
+            if not placeholder and self.bits == 4 and shape:
+                shape = (*shape[:-1], 2 * shape[-1])  # two codes per byte
             expected = np.uint8 if placeholder else np.float32
             if np.dtype(scales.dtype) != expected:
                 what = "a float32 leaf's placeholder" if placeholder else "block scales"
                 raise TypeError(
-                    f"The 8-bit moment {kind}: scales{where} is {np.dtype(scales.dtype).name}, "
+                    f"{kind}: scales{where} is {np.dtype(scales.dtype).name}, "
                     f"but {what} must be {np.dtype(expected).name}. {_CAST_HINT}"
                 )
             if placeholder:
                 if scales_shape != _placeholder_shape(shape):
                     raise ValueError(
-                        f"The 8-bit moment {kind}: scales{where} has shape {scales_shape}, "
+                        f"{kind}: scales{where} has shape {scales_shape}, "
                         f"but codes of shape {shape} need {_placeholder_shape(shape)} (a float32 "
                         "leaf's placeholder) or their blocks' scales (an 8-bit leaf). Pass update "
                         "the state that init returned."
@@ -303,17 +331,18 @@ class QuantizedTree:
             blocks = (*shape[:-1], blocks_per_row(shape, self.block_size)) if shape else None
             if scales_shape != blocks:
                 raise ValueError(
-                    f"The 8-bit moment {kind}: scales{where} has shape {scales_shape}, but "
+                    f"{kind}: scales{where} has shape {scales_shape}, but "
                     f"codes of shape {shape} in blocks of {self.block_size} need {blocks}. "
                     "Pass update the state that init returned."
                 )
             if np.dtype(codes.dtype) != np.uint8:
                 raise TypeError(
-                    f"The 8-bit moment {kind}: codes{where} is {np.dtype(codes.dtype).name}, but "
-                    f"this leaf is stored in 8 bits (its scales are {scales_shape}): its codes "
+                    f"{kind}: codes{where} is {np.dtype(codes.dtype).name}, but "
+                    f"this leaf is stored in {self.bits} bits (its scales are {scales_shape}): "
+                    "its codes "
                     f"must be uint8. {_CAST_HINT}"
                 )
-            return QuantizedArray(codes, scales, shape, self.signed, self.block_size)
+            return QuantizedArray(codes, scales, shape, self.signed, self.block_size, self.bits)
 
         return jax.tree_util.tree_map_with_path(leaf, self.codes, self.scales)
 
@@ -326,11 +355,11 @@ class QuantizedTree:
         def scales(x, old):
             return x.scales if is_quantized(x) else old  # the placeholder
 
-        return QuantizedTree(
-            jax.tree.map(codes, tree, is_leaf=is_quantized),
-            jax.tree.map(scales, tree, self.scales, is_leaf=is_quantized),
-            self.signed,
-            self.block_size,
+        return dataclasses.replace(
+            self,
+            codes=jax.tree.map(codes, tree, is_leaf=is_quantized),
+            scales=jax.tree.map(scales, tree, self.scales, is_leaf=is_quantized),
+            specs_template=False,
         )
 
 
@@ -342,16 +371,16 @@ _CAST_HINT = (
 
 def _flatten(q: QuantizedTree):
     keys = (jax.tree_util.GetAttrKey("codes"), jax.tree_util.GetAttrKey("scales"))
-    static = (q.signed, q.block_size, _Mark(q.specs_template))
+    static = (q.signed, q.block_size, q.bits, _Mark(q.specs_template))
     return tuple(zip(keys, (q.codes, q.scales), strict=True)), static
 
 
 def _unflatten(static, children) -> QuantizedTree:
-    signed, block_size, mark = static
+    signed, block_size, bits, mark = static
     codes, scales = children
     if mark.on:  # a tree of specs from a template: see QuantizedTree.specs_template
         scales = jax.tree.map(_unsharded_last, scales)
-    return QuantizedTree(codes, scales, signed, block_size, mark.on)
+    return QuantizedTree(codes, scales, signed, block_size, bits, mark.on)
 
 
 jax.tree_util.register_pytree_with_keys(QuantizedTree, _flatten, _unflatten)
@@ -367,9 +396,11 @@ def stored_like(moment: Any, tree: Any) -> Any:
     return moment.replace_leaves(tree) if isinstance(moment, QuantizedTree) else tree
 
 
-def zero_code(signed: bool) -> int:
-    """The code of 0."""
-    return _SIGNED_ZERO if signed else 0
+def zero_code(signed: bool, bits: int = 8) -> int:
+    """The byte that stores zeros: the code of 0 (signed) or of the smallest value, in
+    each of the byte's codes."""
+    code = len(_signed_magnitudes(bits)) - 1 if signed else 0
+    return code if bits == 8 else code | code << 4
 
 
 def blocks_per_row(shape: tuple[int, ...], block_size: int) -> int:
@@ -433,26 +464,44 @@ def _encode_magnitude(a: jax.Array, bits: int, zero: bool, u: jax.Array | None) 
     return jnp.clip(first + offset, 0, 2 ** (bits + 1) - 1)
 
 
-def _encode(x: jax.Array, signed: bool, u: jax.Array | None = None) -> jax.Array:
-    """Codes (uint8) of x normalized to [-1, 1] (signed) or [0, 1].
+def _encode(x: jax.Array, signed: bool, bits: int, u: jax.Array | None = None) -> jax.Array:
+    """Codes of x normalized to [-1, 1] (signed) or [0, 1], one per element (uint8).
 
-    Arithmetic, about 30 vector operations. ``u`` (uniform in [0, 1) per
-    element) makes the rounding stochastic and unbiased; None rounds to the
-    nearest code.
+    Arithmetic, about 30 vector operations (8 bits) or 12 (4 bits). ``u``
+    (uniform in [0, 1) per element) makes the rounding stochastic and
+    unbiased; None rounds to the nearest code.
     """
     if signed:
-        rank = _encode_magnitude(jnp.abs(x), _SIGNED_BITS, zero=True, u=u)
-        return (_SIGNED_ZERO + jnp.where(x < 0, -rank, rank)).astype(jnp.uint8)
-    return _encode_magnitude(x, _UNSIGNED_BITS, zero=False, u=u).astype(jnp.uint8)
+        rank = _encode_magnitude(jnp.abs(x), bits - 2, zero=True, u=u)
+        zero = len(_signed_magnitudes(bits)) - 1
+        return (zero + jnp.where(x < 0, -rank, rank)).astype(jnp.uint8)
+    return _encode_magnitude(x, bits - 1, zero=False, u=u).astype(jnp.uint8)
 
 
-def _decode(codes: jax.Array, signed: bool) -> jax.Array:
-    """``code_map(signed)[codes]`` (float32): a gather from 256 values.
+def _pack(codes: jax.Array, bits: int) -> jax.Array:
+    """One code per element -> the stored bytes: with 4 bits, elements 2j and 2j + 1
+    of the last axis in the low and high half of byte j."""
+    if bits == 8:
+        return codes
+    pairs = codes.reshape(*codes.shape[:-1], codes.shape[-1] // 2, 2)
+    return pairs[..., 0] | (pairs[..., 1] << 4)
+
+
+def _unpack(stored: jax.Array, bits: int) -> jax.Array:
+    """The inverse of ``_pack``: one code per element."""
+    if bits == 8:
+        return stored
+    pairs = jnp.stack([stored & 0xF, stored >> 4], axis=-1)
+    return pairs.reshape(*stored.shape[:-1], 2 * stored.shape[-1])
+
+
+def _decode(codes: jax.Array, signed: bool, bits: int) -> jax.Array:
+    """``code_map(signed, bits)[codes]`` (float32) of codes one per element: a gather.
 
     XLA:CPU fuses the gather into its consumer and runs it fast, as long as
     there is one consumer; ``apply`` sees to that.
     """
-    return _gather(code_map(signed), codes.astype(jnp.int32))
+    return _gather(code_map(signed, bits), codes.astype(jnp.int32))
 
 
 def _pad_last(x: jax.Array, length: int) -> jax.Array:
@@ -518,6 +567,7 @@ def _encode_with(
     scales: jax.Array,
     signed: bool,
     block_size: int,
+    bits: int,
     key: jax.Array | None = None,
     round_up: bool = False,
 ) -> QuantizedArray:
@@ -547,26 +597,24 @@ def _encode_with(
     normalized = x * _per_element(inverse, x.shape, block_size)
     normalized = jnp.where(jnp.isfinite(x), normalized, 0.0 if signed else 1.0)
     u = None if key is None or round_up else _uniform(key, x.shape)
-    stored = QuantizedArray(
-        _encode(normalized, signed, u), scales, tuple(x.shape), signed, block_size
-    )
-    if round_up:
-        codes = stored.codes
-        below = dequantize_array(stored) < x
-        codes = jnp.where(below & (codes < 255), codes + 1, codes).astype(jnp.uint8)
-        stored = dataclasses.replace(stored, codes=codes)
-    return stored
+    codes = _encode(normalized, signed, bits, u)
+    if round_up:  # as dequantize_array reads them
+        read = _decode(codes, signed, bits) * _per_element(scales, x.shape, block_size)
+        top = 2**bits - 1
+        codes = jnp.where((read < x) & (codes < top), codes + 1, codes).astype(jnp.uint8)
+    return QuantizedArray(_pack(codes, bits), scales, tuple(x.shape), signed, block_size, bits)
 
 
-def quantize(x: jax.Array, *, signed: bool, block_size: int) -> QuantizedArray:
-    """Stores x (ndim >= 1) as 8-bit codes with one float32 absmax per block.
+def quantize(x: jax.Array, *, signed: bool, block_size: int, bits: int = 8) -> QuantizedArray:
+    """Stores x (ndim >= 1) as 8- or 4-bit codes with one float32 absmax per block.
 
     Blocks are ``block_size`` consecutive elements along the last axis; when
     ``block_size`` does not divide it, the last block of each row is shorter
     (the codes are not padded), and a last axis shorter than ``block_size`` is
     one block. Each element's error is at most half the code map's gap around
     it times its block's absmax: 0.9/128/2 (unsigned) or 0.9/64/2 (signed) of
-    the absmax, and much less for small values.
+    the absmax with 8 bits, 0.9/8/2 or 0.9/4/2 with 4, and much less for small
+    values. 4-bit codes need an even last axis: two share a byte.
 
     Example:
         >>> import jax.numpy as jnp
@@ -577,13 +625,16 @@ def quantize(x: jax.Array, *, signed: bool, block_size: int) -> QuantizedArray:
         Array([[ 0.55   , -1.     ,  0.49375]], dtype=float32)
     """
     x = jnp.asarray(x, jnp.float32)
+    if bits not in BITS or (bits == 4 and x.shape[-1] % 2):
+        raise ValueError(f"bits must be 8, or 4 with an even last axis; got {bits}, {x.shape}.")
     (scales,) = _finite_block_absmax(x, block_size=block_size)
-    return _encode_with(x, scales, signed, block_size)
+    return _encode_with(x, scales, signed, block_size, bits)
 
 
 def dequantize_array(q: QuantizedArray) -> jax.Array:
     """The float32 array a ``QuantizedArray`` stands for."""
-    return _decode(q.codes, q.signed) * _per_element(q.scales, q.shape, q.block_size)
+    codes = _unpack(q.codes, q.bits)
+    return _decode(codes, q.signed, q.bits) * _per_element(q.scales, q.shape, q.block_size)
 
 
 def dequantize(tree: Any) -> Any:
@@ -766,7 +817,9 @@ def _columns(m: QuantizedArray | None, lo: int, hi: int) -> QuantizedArray | Non
     block = _block(m.shape, m.block_size)[0]
     scales = m.scales[..., lo // block : -(-hi // block)]
     shape = (*m.shape[:-1], hi - lo)
-    return QuantizedArray(m.codes[..., lo:hi], scales, shape, m.signed, m.block_size)
+    per_byte = 8 // m.bits
+    codes = m.codes[..., lo // per_byte : hi // per_byte]
+    return dataclasses.replace(m, codes=codes, scales=scales, shape=shape)
 
 
 def apply(
@@ -857,6 +910,6 @@ def apply(
             again = jax.lax.optimization_barrier((g, moments, scales_of[i], stored))
             new, scales, stored = new_moments(*again[:2])[1 + i], again[2], again[3]
             up = bool(round_up and round_up[i])
-            m = _encode_with(new, scales, m.signed, m.block_size, keys[i], round_up=up)
+            m = _encode_with(new, scales, m.signed, m.block_size, m.bits, keys[i], round_up=up)
         stored.append(m)
     return update, *stored

@@ -208,14 +208,17 @@ def _map_leaves(fn, n_out: int, *trees):
     return tuple(treedef.unflatten([row[i] for row in rows]) for i in range(n_out))
 
 
-def _zeros_like(param: Any, dtype: Any, fill: int = 0, last: int | None = None) -> jax.Array:
+def _zeros_like(
+    param: Any, dtype: Any, fill: int = 0, last: int | None = None, split: bool = False
+) -> jax.Array:
     """``fill`` with the param's shape and, where it has one, its sharding.
 
     ``param`` may be an array, a ``jax.ShapeDtypeStruct`` or a tracer. A tracer
     carries its sharding when the mesh axes are explicit. Arrays not committed
     to a device keep the zeros uncommitted too, so that a jitted step returns
     what it was given and is not compiled a second time. ``last`` replaces the
-    last axis's length (for block scales), which is then not sharded.
+    last axis's length, which is then not sharded (block scales) or, with
+    ``split``, sharded as the param's (4-bit codes, two per byte).
     """
     if isinstance(param, jax.core.Tracer):
         if last is None:
@@ -224,19 +227,31 @@ def _zeros_like(param: Any, dtype: Any, fill: int = 0, last: int | None = None) 
         shape, sharding = (*param.shape[:-1], last), jax.typeof(param).sharding
         if sharding.mesh.empty:
             return jnp.full(shape, fill, dtype)
-        spec = (*tuple(sharding.spec)[: len(shape) - 1], None)
-        layout = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec))
-        return jnp.full(shape, fill, dtype, device=layout)
+        return jnp.full(shape, fill, dtype, device=_resized_last(sharding, len(shape), last, split))
     shape = jnp.shape(param)
     sharding = getattr(param, "sharding", None) if getattr(param, "committed", True) else None
     if last is not None:
         shape = (*shape[:-1], last)
         if isinstance(sharding, jax.sharding.NamedSharding):
-            spec = tuple(sharding.spec)[: len(shape) - 1]
-            sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec))
+            sharding = _resized_last(sharding, len(shape), last, split)
     if fill:
         return jnp.full(shape, fill, dtype, device=sharding)
     return jnp.zeros(shape, dtype, device=sharding)
+
+
+def _resized_last(
+    sharding: jax.sharding.NamedSharding, ndim: int, last: int, split: bool
+) -> jax.sharding.NamedSharding:
+    """``sharding`` of an ``ndim``-axis array, for one whose last axis is ``last`` long:
+    that axis keeps its mesh axes with ``split`` where they divide ``last``, and is
+    unsharded otherwise."""
+    spec = (*tuple(sharding.spec), *[None] * ndim)[:ndim]
+    *leading, axes = spec
+    names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+    devices = math.prod(sharding.mesh.shape[name] for name in names)
+    if not (split and last % devices == 0):
+        axes = None
+    return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*leading, axes))
 
 
 def _init_count(params: Any) -> jax.Array:
@@ -265,15 +280,18 @@ def _param_dtype(param: Any) -> jnp.dtype:
     return jax.dtypes.canonicalize_dtype(jnp.result_type(param))
 
 
-# The 8-bit transforms' block_size and min_quantized_size when given None: bitsandbytes's.
-DEFAULT_BLOCK_SIZE, DEFAULT_MIN_QUANTIZED_SIZE = 256, 4096
+# The blockwise transforms' block_size (by code width) and min_quantized_size when given
+# None: bitsandbytes's for 8 bits, Li, Chen & Zhu's (2023) block for 4.
+DEFAULT_BLOCK_SIZE = {8: 256, 4: 128}
+DEFAULT_MIN_QUANTIZED_SIZE = 4096
 
 
 class _Blocks(NamedTuple):
-    """Which leaves get 8-bit blockwise moments, and their block length."""
+    """Which leaves get blockwise 8- or 4-bit moments, their block length and code width."""
 
     block_size: Any  # an int; an int32 array under optax.inject_hyperparams
     min_quantized_size: Any
+    bits: int = 8
 
     def check_unchanged(self, updates: Any, moment: Any, leaves: Any) -> None:
         """At ``update``: the layout these arguments give is the one ``init`` gave ``moment``,
@@ -317,7 +335,8 @@ class _Blocks(NamedTuple):
                 )
 
     def applies(self, param: Any) -> bool:
-        """Real leaves of at least one axis, one element and ``min_quantized_size`` elements.
+        """Real leaves of at least one axis, one element and ``min_quantized_size`` elements;
+        with 4 bits, of an even last axis, since two codes share a byte.
 
         An empty leaf has no blocks to quantize; its float32 moments have no bytes either.
         """
@@ -327,6 +346,7 @@ class _Blocks(NamedTuple):
             len(shape) >= 1
             and math.prod(shape) >= max(smallest, 1)
             and not jnp.issubdtype(param.dtype, jnp.complexfloating)
+            and (self.bits == 8 or shape[-1] % 2 == 0)
         )
 
     def zeros(self, params: Any, signed: bool, plain: Any) -> storage.QuantizedTree:
@@ -340,9 +360,12 @@ class _Blocks(NamedTuple):
         """
 
         def codes(p):
-            if self.applies(p):
-                return _zeros_like(p, jnp.uint8, fill=storage.zero_code(signed))
-            return plain(p)
+            if not self.applies(p):
+                return plain(p)
+            fill = storage.zero_code(signed, self.bits)
+            if self.bits == 8:
+                return _zeros_like(p, jnp.uint8, fill=fill)
+            return _zeros_like(p, jnp.uint8, fill=fill, last=jnp.shape(p)[-1] // 2, split=True)
 
         def scales(p):
             if self.applies(p):
@@ -355,7 +378,9 @@ class _Blocks(NamedTuple):
         block_size = checks.static_integer("block_size", self.block_size)
         scales_tree = jax.tree.map(scales, params)
         template = not jax.tree.leaves(params)
-        return storage.QuantizedTree(codes_tree, scales_tree, signed, block_size, template)
+        return storage.QuantizedTree(
+            codes_tree, scales_tree, signed, block_size, self.bits, template
+        )
 
 
 def _init_moments(
@@ -747,12 +772,45 @@ def scale_by_adam8bit(
         >>> print(np.asarray(updates["w"][0]).round(4))  # the first step's direction is g / |g|
         [1. 1. 1. 1.]
     """
+    return _blockwise(
+        8,
+        b1,
+        b2,
+        eps,
+        eps_root,
+        nesterov=nesterov,
+        amsgrad=amsgrad,
+        eps_hat=eps_hat,
+        block_size=block_size,
+        min_quantized_size=min_quantized_size,
+        stochastic_rounding=stochastic_rounding,
+        seed=seed,
+    )
+
+
+def _blockwise(
+    bits: int,
+    b1,
+    b2,
+    eps,
+    eps_root,
+    *,
+    nesterov,
+    amsgrad,
+    eps_hat,
+    block_size,
+    min_quantized_size,
+    stochastic_rounding,
+    seed,
+) -> optax.GradientTransformation:
+    """``scale_by_adam8bit`` and ``scale_by_adam4bit``: their arguments checked, defaults
+    filled in for ``bits``."""
     checks.flag("amsgrad", amsgrad)
-    block_size = DEFAULT_BLOCK_SIZE if block_size is None else block_size
+    block_size = DEFAULT_BLOCK_SIZE[bits] if block_size is None else block_size
     min_quantized_size = (
         DEFAULT_MIN_QUANTIZED_SIZE if min_quantized_size is None else min_quantized_size
     )
-    checks.block_size(block_size)
+    checks.block_size(block_size, even=bits == 4)
     checks.min_quantized_size(min_quantized_size)
     return _adam_family(
         b1,
@@ -766,7 +824,106 @@ def scale_by_adam8bit(
         eps_hat=eps_hat,
         stochastic_rounding=stochastic_rounding,
         seed=seed,
-        blocks=_Blocks(block_size, min_quantized_size),
+        blocks=_Blocks(block_size, min_quantized_size, bits),
+    )
+
+
+def scale_by_adam4bit(
+    b1: ArrayLike = 0.9,
+    b2: ArrayLike = 0.999,
+    eps: ArrayLike = 1e-8,
+    eps_root: ArrayLike = 0.0,
+    *,
+    nesterov: bool = False,
+    amsgrad: bool = False,
+    eps_hat: bool = False,
+    block_size: int | None = None,
+    min_quantized_size: int | None = None,
+    stochastic_rounding: bool = True,
+    seed: int = 0,
+) -> optax.GradientTransformation:
+    r"""``scale_by_adam`` with 4-bit blockwise moments (Li, Chen & Zhu 2023).
+
+    ``scale_by_adam8bit`` with 4-bit codes, two per byte, and blocks of 128:
+    for every real leaf with at least ``min_quantized_size`` elements and an
+    even last axis, m and v take 1 + 8/``block_size`` bytes per parameter for
+    both (1.0625 with the default block), instead of 8. The math, the exact
+    block statistics, stochastic rounding and the handling of non-finite values
+    are ``scale_by_adam8bit``'s:
+
+    .. math::
+        s_B = \max_{i \in B} |x_i|, \quad
+        \mathrm{code}_i = \mathrm{argmin}_c |Q[c] - x_i / s_B|, \quad
+        \tilde x_i = Q[\mathrm{code}_i]\, s_B,
+
+    with Q the 4-bit dynamic maps (``adam_optax.storage.code_map(signed, 4)``):
+    m's is signed, 0, ±0.01, ±0.055, ±0.1, ±0.325, ±0.55, ±0.775, ±1; v's has no
+    zero, 16 values from 1e-4 to 1 (1e-4, 1e-3, then 2, 4 and 8 equal steps in the
+    decades up to 0.01, 0.1 and 1). v's smallest value is above zero so that a v
+    too small for its block reads back as 1e-4 of the block's largest, never as
+    0: with a 0, the next step of that element would divide its m by eps alone
+    (the paper's "zero-point problem"). ``benchmarks/four_bit_maps.py``
+    compares these maps and blocks with the paper's alternatives (a linear v map,
+    rank-1 normalization), trained to the quality benchmark's horizon.
+
+    Leaves with an odd last axis, fewer than ``min_quantized_size`` elements,
+    scalars and complex leaves keep float32 (complex64) moments.
+
+    Reference: Li, Chen & Zhu, "Memory Efficient Optimizers with 4-bit States",
+    NeurIPS 2023, https://arxiv.org/abs/2309.01507.
+
+    Args:
+        b1: decay rate of the first-moment average m_t, in [0, 1). Default: ``0.9``.
+        b2: decay rate of the second-moment average v_t, in [0, 1). Default: ``0.999``.
+        eps: added to the denominator outside the square root, sqrt(v̂_t + eps_root) + eps, for
+            numerical stability; >= 0. Default: ``1e-8``.
+        eps_root: added to v̂_t inside the square root, >= 0. Default: ``0.0``.
+        nesterov: use Nesterov momentum (NAdam), as ``scale_by_adam8bit``. Default: ``False``.
+        amsgrad: use AMSGrad in PyTorch's convention, as ``scale_by_adam8bit``; the running
+            max is stored in 4 bits, rounded up so that it never falls. Default: ``False``.
+        eps_hat: add eps to sqrt(v_t) before the bias correction, as ``scale_by_adam8bit``.
+            Default: ``False``.
+        block_size: elements per block along a leaf's last axis, each block with its own
+            float32 scale (its absmax); a positive even integer. None means 128. It sets the
+            state's layout, as in ``scale_by_adam8bit``. Default: ``None``.
+        min_quantized_size: leaves with fewer elements keep float32 moments; an integer >= 0.
+            None means 4096. It sets the state's layout, as block_size does. Default: ``None``.
+        stochastic_rounding: store each code by rounding to one of the two neighbouring code
+            values at random, unbiased in value, instead of to the nearest; with 4-bit codes a
+            decaying v moves far less than half a code gap per step, so round-to-nearest
+            holds it still. Default: ``True``.
+        seed: an integer in [0, 2**32); the random bits of stochastic rounding derive from it,
+            the step count and the leaf's index. Default: ``0``.
+
+    Returns:
+        A ``GradientTransformation`` with state ``ScaleByAdamState(count, mu,
+        nu)`` (``ScaleByAmsgradState`` with amsgrad) whose moments are
+        ``adam_optax.QuantizedTree`` nodes with ``bits=4``; ``adam_optax.dequantize``
+        reads them back.
+
+    Raises:
+        ValueError, TypeError: an argument out of its range or of the wrong type.
+
+    Example:
+        >>> import jax.numpy as jnp, adam_optax
+        >>> tx = adam_optax.scale_by_adam4bit(min_quantized_size=4)
+        >>> state = tx.init({"w": jnp.ones((2, 8))})
+        >>> print(state.mu.codes["w"].shape, state.mu.scales["w"].shape)  # 2 codes per byte
+        (2, 4) (2, 1)
+    """
+    return _blockwise(
+        4,
+        b1,
+        b2,
+        eps,
+        eps_root,
+        nesterov=nesterov,
+        amsgrad=amsgrad,
+        eps_hat=eps_hat,
+        block_size=block_size,
+        min_quantized_size=min_quantized_size,
+        stochastic_rounding=stochastic_rounding,
+        seed=seed,
     )
 
 
