@@ -44,6 +44,7 @@ large. Overstating a tiny v only shrinks that element's update.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -478,23 +479,6 @@ def _encode(x: jax.Array, signed: bool, bits: int, u: jax.Array | None = None) -
     return _encode_magnitude(x, bits - 1, zero=False, u=u).astype(jnp.uint8)
 
 
-def _pack(codes: jax.Array, bits: int) -> jax.Array:
-    """One code per element -> the stored bytes: with 4 bits, elements 2j and 2j + 1
-    of the last axis in the low and high half of byte j."""
-    if bits == 8:
-        return codes
-    pairs = codes.reshape(*codes.shape[:-1], codes.shape[-1] // 2, 2)
-    return pairs[..., 0] | (pairs[..., 1] << 4)
-
-
-def _unpack(stored: jax.Array, bits: int) -> jax.Array:
-    """The inverse of ``_pack``: one code per element."""
-    if bits == 8:
-        return stored
-    pairs = jnp.stack([stored & 0xF, stored >> 4], axis=-1)
-    return pairs.reshape(*stored.shape[:-1], 2 * stored.shape[-1])
-
-
 def _decode(codes: jax.Array, signed: bool, bits: int) -> jax.Array:
     """``code_map(signed, bits)[codes]`` (float32) of codes one per element: a gather.
 
@@ -539,31 +523,69 @@ def _max_last(*bits: jax.Array) -> tuple[jax.Array, ...]:
     return level(bits)
 
 
-def _finite_block_absmax(*xs: jax.Array, block_size: int) -> tuple[jax.Array, ...]:
-    """(..., n) -> (..., blocks) for each x: each block's largest finite |x| (0 if none).
+def _finite_block_absmax(*moments: tuple[jax.Array, ...], block_size: int) -> tuple[jax.Array, ...]:
+    """Each moment's block maxima, (..., blocks): its block's largest finite |x| (0 if none).
 
-    Computed on the bits: a nonnegative float32's bit pattern, read as an
-    int32, grows with its value, and integer reductions are the ones XLA
-    fuses with the step that computes x (see ``_max_last``), so that the new
-    moments are never materialized. The rows are zero-padded to whole blocks
-    inside the fusion; the leaf itself is not.
+    A moment is given as its ``_parts``. Computed on the bits: a nonnegative
+    float32's bit pattern, read as an int32, grows with its value, and integer
+    reductions are the ones XLA fuses with the step that computes x (see
+    ``_max_last``), so that the new moments are never materialized. The parts
+    are reduced to one per byte first. The rows are zero-padded to whole
+    blocks inside the fusion; the leaf itself is not.
     """
-    block, count = _block(xs[0].shape, block_size)
+    per_byte = len(moments[0])
+    shape = moments[0][0].shape  # the codes'
+    block, count = _block(shape, block_size // per_byte)
     bits = []
-    for x in xs:
-        if x.dtype == jnp.float32:  # |x| and the finite test on the bits: integer operations
-            b = jax.lax.bitcast_convert_type(x, jnp.int32) & 0x7FFFFFFF
-            b = jnp.where(b < 0x7F800000, b, 0)
-        else:
-            a = jnp.where(jnp.isfinite(x), jnp.abs(x), 0).astype(jnp.float32)
-            b = jax.lax.bitcast_convert_type(a, jnp.int32)
-        bits.append(_pad_last(b, count * block).reshape(*x.shape[:-1], count, block))
+    for parts in moments:
+        b = functools.reduce(jnp.maximum, map(_finite_abs_bits, parts))
+        bits.append(_pad_last(b, count * block).reshape(*shape[:-1], count, block))
     tops = _max_last(*bits)
     return tuple(jax.lax.bitcast_convert_type(top, jnp.float32) for top in tops)
 
 
+def _finite_abs_bits(x: jax.Array) -> jax.Array:
+    """|x| where finite, else 0, as float32 bits read as int32: ordered like the values."""
+    if x.dtype == jnp.float32:  # |x| and the finite test on the bits: integer operations
+        b = jax.lax.bitcast_convert_type(x, jnp.int32) & 0x7FFFFFFF
+        return jnp.where(b < 0x7F800000, b, 0)
+    a = jnp.where(jnp.isfinite(x), jnp.abs(x), 0).astype(jnp.float32)
+    return jax.lax.bitcast_convert_type(a, jnp.int32)
+
+
+def _parts(x: jax.Array, bits: int) -> tuple[jax.Array, ...]:
+    """(..., n) -> the elements each part of a byte stores, (..., n // per byte) each.
+
+    With 4 bits, elements 2j and 2j + 1 of the last axis share byte j, and a
+    block, since blocks are even. The codec computes each part apart and
+    broadcasts block scales to the bytes: a (..., n // 2, 2) array, or scales
+    broadcast to the elements and then split into pairs, are loops XLA:CPU
+    does not vectorize, several times slower.
+    """
+    if bits == 8:
+        return (x,)
+    pairs = x.reshape(*x.shape[:-1], x.shape[-1] // 2, 2)
+    return pairs[..., 0], pairs[..., 1]
+
+
+def _read_parts(q: QuantizedArray) -> tuple[jax.Array, ...]:
+    """The float32 values of ``q``, as its ``_parts``."""
+    per_byte = 8 // q.bits
+    scales = _per_element(q.scales, q.codes.shape, q.block_size // per_byte)
+    codes = (q.codes,) if q.bits == 8 else (q.codes & 0xF, q.codes >> 4)
+    return tuple(_decode(c, q.signed, q.bits) * scales for c in codes)
+
+
+def _join(parts: tuple[jax.Array, ...]) -> jax.Array:
+    """The inverse of ``_parts``."""
+    if len(parts) == 1:
+        return parts[0]
+    joined = jnp.stack(parts, axis=-1)
+    return joined.reshape(*joined.shape[:-2], joined.shape[-2] * joined.shape[-1])
+
+
 def _encode_with(
-    x: jax.Array,
+    parts: tuple[jax.Array, ...],
     scales: jax.Array,
     signed: bool,
     block_size: int,
@@ -571,7 +593,8 @@ def _encode_with(
     key: jax.Array | None = None,
     round_up: bool = False,
 ) -> QuantizedArray:
-    """x stored with the given block scales, each >= its block's largest finite |x|.
+    """x, given as its ``parts``, stored with the given block scales, each >= its block's
+    largest finite |x|.
 
     A non-finite element stores 0 (signed, m) or its block's scale (unsigned,
     v): no momentum, and the largest v of its block, so its next updates are
@@ -594,15 +617,24 @@ def _encode_with(
         scales = jnp.where(up, jnp.ldexp(jnp.ones_like(scales), exponent), scales)
     # The barrier keeps XLA from recomputing the per-block inverse per element.
     inverse = jax.lax.optimization_barrier(jnp.where(scales > 0, 1 / scales, 0))
-    normalized = x * _per_element(inverse, x.shape, block_size)
-    normalized = jnp.where(jnp.isfinite(x), normalized, 0.0 if signed else 1.0)
-    u = None if key is None or round_up else _uniform(key, x.shape)
-    codes = _encode(normalized, signed, bits, u)
-    if round_up:  # as dequantize_array reads them
-        read = _decode(codes, signed, bits) * _per_element(scales, x.shape, block_size)
-        top = 2**bits - 1
-        codes = jnp.where((read < x) & (codes < top), codes + 1, codes).astype(jnp.uint8)
-    return QuantizedArray(_pack(codes, bits), scales, tuple(x.shape), signed, block_size, bits)
+    shape, per_byte = parts[0].shape, len(parts)  # the codes'
+    inverse = _per_element(inverse, shape, block_size // per_byte)
+    per_byte_scales = _per_element(scales, shape, block_size // per_byte)
+
+    def code(i: int, x: jax.Array) -> jax.Array:
+        normalized = jnp.where(jnp.isfinite(x), x * inverse, 0.0 if signed else 1.0)
+        stochastic = key is not None and not round_up
+        u = _uniform(key, shape, stride=per_byte, offset=i) if stochastic else None
+        c = _encode(normalized, signed, bits, u)
+        if round_up:  # as dequantize_array reads them
+            below = _decode(c, signed, bits) * per_byte_scales < x
+            c = jnp.where(below & (c < 2**bits - 1), c + 1, c).astype(jnp.uint8)
+        return c
+
+    codes = [code(i, x) for i, x in enumerate(parts)]
+    packed = codes[0] if bits == 8 else codes[0] | (codes[1] << 4)
+    element_shape = (*shape[:-1], shape[-1] * per_byte)
+    return QuantizedArray(packed, scales, element_shape, signed, block_size, bits)
 
 
 def quantize(x: jax.Array, *, signed: bool, block_size: int, bits: int = 8) -> QuantizedArray:
@@ -627,14 +659,14 @@ def quantize(x: jax.Array, *, signed: bool, block_size: int, bits: int = 8) -> Q
     x = jnp.asarray(x, jnp.float32)
     if bits not in BITS or (bits == 4 and x.shape[-1] % 2):
         raise ValueError(f"bits must be 8, or 4 with an even last axis; got {bits}, {x.shape}.")
-    (scales,) = _finite_block_absmax(x, block_size=block_size)
-    return _encode_with(x, scales, signed, block_size, bits)
+    parts = _parts(x, bits)
+    (scales,) = _finite_block_absmax(parts, block_size=block_size)
+    return _encode_with(parts, scales, signed, block_size, bits)
 
 
 def dequantize_array(q: QuantizedArray) -> jax.Array:
     """The float32 array a ``QuantizedArray`` stands for."""
-    codes = _unpack(q.codes, q.bits)
-    return _decode(codes, q.signed, q.bits) * _per_element(q.scales, q.shape, q.block_size)
+    return _join(_read_parts(q))
 
 
 def dequantize(tree: Any) -> Any:
@@ -706,12 +738,16 @@ def fold_in(key: Any, data: Any) -> jax.Array:
     return _mix(key ^ (_mix(jnp.asarray(data).astype(jnp.uint32)) + jnp.uint32(_GOLDEN)))
 
 
-def _index(shape: tuple[int, ...]) -> jax.Array:
-    """Each element's flat index, as uint32: the counter the random bits hash."""
-    return jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
+def _index(shape: tuple[int, ...], stride: int = 1, offset: int = 0) -> jax.Array:
+    """Each element's flat index (times ``stride``, plus ``offset``), as uint32: the
+    counter the random bits hash."""
+    index = jax.lax.iota(jnp.uint32, math.prod(shape))
+    if stride != 1 or offset:
+        index = index * jnp.uint32(stride) + jnp.uint32(offset)
+    return index.reshape(shape)
 
 
-def _uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+def _uniform(key: jax.Array, shape: tuple[int, ...], stride: int = 1, offset: int = 0) -> jax.Array:
     """Uniform float32 in [0, 1) with 24 random bits, one per element of ``shape``.
 
     A counter-based hash of the element's index and ``key``: a few integer
@@ -719,7 +755,7 @@ def _uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     (``jax.random``) is many times slower per element and, with one key per
     leaf, slow to compile on trees of many leaves.
     """
-    bits = _mix(_index(shape) * jnp.uint32(_GOLDEN) + key)
+    bits = _mix(_index(shape, stride, offset) * jnp.uint32(_GOLDEN) + key)
     return (bits >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)
 
 
@@ -885,22 +921,30 @@ def apply(
     if not all(m is None or is_quantized(m) for m in moments):
         raise TypeError("A leaf's moments must be all 8-bit or none.")
 
-    def new_moments(g, moments):
-        return step(g, *(None if m is None else dequantize_array(m) for m in moments))
+    bits = next(m.bits for m in moments if m is not None)
 
-    update = new_moments(g, moments)[0]
+    def new_moments(g, moments):
+        """The step, on each part of the bytes (``_parts``): per part, (update, *moments)."""
+        reads = [(None,) * (8 // bits) if m is None else _read_parts(m) for m in moments]
+        return [step(*part) for part in zip(_parts(g, bits), *reads, strict=True)]
+
+    def new_moment(outputs, i):  # one output of the step, as its parts
+        return tuple(part[i] for part in outputs)
+
+    update = _join(new_moment(new_moments(g, moments), 0))
     # The step again, on inputs XLA cannot tell are the same: it then fuses the
     # step into one reduction of every moment's blocks, and once more into each
     # moment's encoding, rather than materializing the decoded moments.
     present = [i for i, m in enumerate(moments) if m is not None]
     block_size = moments[present[0]].block_size
     again = jax.lax.optimization_barrier((g, moments))
-    parts = []  # per column range, each present moment's block maxima
+    maxima = []  # per column range, each present moment's block maxima
     for lo, hi in _whole_blocks_then_rest(g.shape, block_size):
-        part = new_moments(again[0][..., lo:hi], [_columns(m, lo, hi) for m in again[1]])
-        parts.append(_finite_block_absmax(*(part[1 + i] for i in present), block_size=block_size))
+        out = new_moments(again[0][..., lo:hi], [_columns(m, lo, hi) for m in again[1]])
+        moments_out = (new_moment(out, 1 + i) for i in present)
+        maxima.append(_finite_block_absmax(*moments_out, block_size=block_size))
     scales_of = {
-        i: jnp.concatenate([p[j] for p in parts], axis=-1) if len(parts) > 1 else parts[0][j]
+        i: jnp.concatenate([p[j] for p in maxima], axis=-1) if len(maxima) > 1 else maxima[0][j]
         for j, i in enumerate(present)
     }
     stored: list[Any] = []
@@ -908,7 +952,7 @@ def apply(
         if m is not None:
             # After the moments encoded before it (``stored``): see the docstring.
             again = jax.lax.optimization_barrier((g, moments, scales_of[i], stored))
-            new, scales, stored = new_moments(*again[:2])[1 + i], again[2], again[3]
+            new, scales, stored = new_moment(new_moments(*again[:2]), 1 + i), again[2], again[3]
             up = bool(round_up and round_up[i])
             m = _encode_with(new, scales, m.signed, m.block_size, m.bits, keys[i], round_up=up)
         stored.append(m)

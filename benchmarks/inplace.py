@@ -126,14 +126,14 @@ def chunked_apply(update_in_loop: bool) -> Callable:
             tops = {}
             if quantized:
                 maxima = storage._finite_block_absmax(
-                    *(new[i] for i in quantized), block_size=block
+                    *((new[i],) for i in quantized), block_size=block
                 )
                 tops = dict(zip(quantized, maxima, strict=True))
             out = []
             for i, (x, scales) in zip(present, carry, strict=True):
                 k = None if keys[i] is None else storage.fold_in(keys[i], start)
                 if i in quantized:
-                    q = storage._encode_with(new[i], tops[i], olds[i].signed, block, k)
+                    q = storage._encode_with((new[i],), tops[i], olds[i].signed, block, 8, k)
                     x = jax.lax.dynamic_update_slice_in_dim(x, q.codes, start, 0)
                     scales = jax.lax.dynamic_update_slice_in_dim(scales, q.scales, scale_start, 0)
                 else:
