@@ -163,8 +163,17 @@ def _bits_repr(bits: int) -> str:
 
 
 def codes_shape(shape: tuple[int, ...], bits: int) -> tuple[int, ...]:
-    """The shape of the codes of an array of ``shape``: two 4-bit codes per byte."""
-    return shape if bits == 8 else (*shape[:-1], shape[-1] // 2)
+    """The shape of the codes of an array of ``shape`` (ndim >= 1): two 4-bit codes per byte,
+    the last byte of an odd row half used."""
+    return shape if bits == 8 else (*shape[:-1], -(-shape[-1] // 2))
+
+
+def scales_shape(shape: tuple[int, ...], block_size: int, bits: int) -> tuple[int, ...]:
+    """The shape of the block scales of an array of ``shape`` (ndim >= 1): one per block,
+    and with 4 bits one more, a zero, in the rows of an odd last axis, which tells them
+    from rows one longer (their codes have the same shape)."""
+    odd = bits == 4 and shape[-1] % 2
+    return (*shape[:-1], _block(shape, block_size)[1] + odd)
 
 
 def is_quantized(x: Any) -> bool:
@@ -307,12 +316,17 @@ class QuantizedTree:
         """
         kind = f"The {self.bits}-bit moment {'mu' if self.signed else 'nu (or nu_max)'}"
 
+        def scales_shape_of(shape):
+            return scales_shape(shape, self.block_size, self.bits)
+
         def leaf(path, codes, scales):
             where = jax.tree_util.keystr(path)
-            shape, scales_shape = tuple(codes.shape), tuple(scales.shape)
-            placeholder = len(scales_shape) != len(shape)  # then codes is the moment itself
-            if not placeholder and self.bits == 4 and shape:
-                shape = (*shape[:-1], 2 * shape[-1])  # two codes per byte
+            shape, have = tuple(codes.shape), tuple(scales.shape)
+            placeholder = len(have) != len(shape)  # then codes is the moment itself
+            if not placeholder and self.bits == 4 and shape:  # two codes per byte
+                odd = (*shape[:-1], 2 * shape[-1] - 1)
+                odd_row = have == scales_shape_of(odd)
+                shape = odd if odd_row else (*shape[:-1], 2 * shape[-1])
             expected = np.uint8 if placeholder else np.float32
             if np.dtype(scales.dtype) != expected:
                 what = "a float32 leaf's placeholder" if placeholder else "block scales"
@@ -321,25 +335,26 @@ class QuantizedTree:
                     f"but {what} must be {np.dtype(expected).name}. {_CAST_HINT}"
                 )
             if placeholder:
-                if scales_shape != _placeholder_shape(shape):
+                if have != _placeholder_shape(shape):
                     raise ValueError(
-                        f"{kind}: scales{where} has shape {scales_shape}, "
+                        f"{kind}: scales{where} has shape {have}, "
                         f"but codes of shape {shape} need {_placeholder_shape(shape)} (a float32 "
-                        "leaf's placeholder) or their blocks' scales (an 8-bit leaf). Pass update "
-                        "the state that init returned."
+                        "leaf's placeholder) or their blocks' scales (a quantized leaf). Pass "
+                        "update the state that init returned."
                     )
                 return codes
-            blocks = (*shape[:-1], blocks_per_row(shape, self.block_size)) if shape else None
-            if scales_shape != blocks:
+            blocks = scales_shape_of(shape) if shape else None
+            if have != blocks:
                 raise ValueError(
-                    f"{kind}: scales{where} has shape {scales_shape}, but "
-                    f"codes of shape {shape} in blocks of {self.block_size} need {blocks}. "
+                    f"{kind}: scales{where} has shape {have}, but a leaf of shape {shape} "
+                    f"({self.bits}-bit codes of shape {tuple(codes.shape)}) in blocks of "
+                    f"{self.block_size} needs {blocks}. "
                     "Pass update the state that init returned."
                 )
             if np.dtype(codes.dtype) != np.uint8:
                 raise TypeError(
                     f"{kind}: codes{where} is {np.dtype(codes.dtype).name}, but "
-                    f"this leaf is stored in {self.bits} bits (its scales are {scales_shape}): "
+                    f"this leaf is stored in {self.bits} bits (its scales are {have}): "
                     "its codes "
                     f"must be uint8. {_CAST_HINT}"
                 )
@@ -402,11 +417,6 @@ def zero_code(signed: bool, bits: int = 8) -> int:
     each of the byte's codes."""
     code = len(_signed_magnitudes(bits)) - 1 if signed else 0
     return code if bits == 8 else code | code << 4
-
-
-def blocks_per_row(shape: tuple[int, ...], block_size: int) -> int:
-    """How many blocks, hence scales, each row of the last axis has."""
-    return _block(shape, block_size)[1]
 
 
 # --- Blocks along the last axis ----------------------------------------------------------------
@@ -490,6 +500,8 @@ def _decode(codes: jax.Array, signed: bool, bits: int) -> jax.Array:
 
 def _pad_last(x: jax.Array, length: int) -> jax.Array:
     """x with zeros appended along the last axis up to ``length``."""
+    if length == x.shape[-1]:
+        return x
     padding = [(0, 0, 0)] * (x.ndim - 1) + [(0, length - x.shape[-1], 0)]
     return jax.lax.pad(x, jnp.zeros((), x.dtype), padding)
 
@@ -569,7 +581,8 @@ def _parts(x: jax.Array, bits: int) -> tuple[jax.Array, ...]:
 
 
 def _read_parts(q: QuantizedArray) -> tuple[jax.Array, ...]:
-    """The float32 values of ``q``, as its ``_parts``."""
+    """The float32 values of ``q``, as its ``_parts`` (of an odd row's padded width)."""
+    q = _widened(q)
     per_byte = 8 // q.bits
     scales = _per_element(q.scales, q.codes.shape, q.block_size // per_byte)
     codes = (q.codes,) if q.bits == 8 else (q.codes & 0xF, q.codes >> 4)
@@ -657,16 +670,34 @@ def quantize(x: jax.Array, *, signed: bool, block_size: int, bits: int = 8) -> Q
         Array([[ 0.55   , -1.     ,  0.49375]], dtype=float32)
     """
     x = jnp.asarray(x, jnp.float32)
-    if bits not in BITS or (bits == 4 and x.shape[-1] % 2):
-        raise ValueError(f"bits must be 8, or 4 with an even last axis; got {bits}, {x.shape}.")
-    parts = _parts(x, bits)
+    if bits not in BITS or (bits == 4 and block_size % 2):
+        raise ValueError(f"bits must be 8, or 4 with an even block_size; got {bits}, {block_size}.")
+    parts = _parts(_pad_last(x, codes_shape(x.shape, bits)[-1] * (8 // bits)), bits)
     (scales,) = _finite_block_absmax(parts, block_size=block_size)
-    return _encode_with(parts, scales, signed, block_size, bits)
+    return _narrowed(_encode_with(parts, scales, signed, block_size, bits), x.shape[-1])
 
 
 def dequantize_array(q: QuantizedArray) -> jax.Array:
     """The float32 array a ``QuantizedArray`` stands for."""
-    return _join(_read_parts(q))
+    return _join(_read_parts(q))[..., : q.shape[-1]]
+
+
+def _widened(q: QuantizedArray) -> QuantizedArray:
+    """A 4-bit ``q`` with an odd last axis as one element longer (the half byte it leaves
+    unused), without the scale that marks it: the codec then sees whole bytes only."""
+    if q.bits == 8 or q.shape[-1] % 2 == 0:
+        return q
+    shape = (*q.shape[:-1], q.shape[-1] + 1)
+    return dataclasses.replace(q, shape=shape, scales=q.scales[..., :-1])
+
+
+def _narrowed(q: QuantizedArray, n: int) -> QuantizedArray:
+    """The inverse of ``_widened``, for a last axis of ``n``."""
+    if q.shape[-1] == n:
+        return q
+    marker = jnp.zeros_like(q.scales[..., :1])
+    shape = (*q.shape[:-1], n)
+    return dataclasses.replace(q, shape=shape, scales=jnp.concatenate([q.scales, marker], -1))
 
 
 def dequantize(tree: Any) -> Any:
@@ -921,7 +952,11 @@ def apply(
     if not all(m is None or is_quantized(m) for m in moments):
         raise TypeError("A leaf's moments must be all 8-bit or none.")
 
-    bits = next(m.bits for m in moments if m is not None)
+    # An odd 4-bit row is stepped one element longer, a zero gradient in the half byte it
+    # leaves unused: there m stays 0 and v at the map's smallest value, below its block's.
+    n, moments = g.shape[-1], [None if m is None else _widened(m) for m in moments]
+    bits, width = next((m.bits, m.shape[-1]) for m in moments if m is not None)
+    g = _pad_last(g, width)
 
     def new_moments(g, moments):
         """The step, on each part of the bytes (``_parts``): per part, (update, *moments)."""
@@ -931,7 +966,7 @@ def apply(
     def new_moment(outputs, i):  # one output of the step, as its parts
         return tuple(part[i] for part in outputs)
 
-    update = _join(new_moment(new_moments(g, moments), 0))
+    update = _join(new_moment(new_moments(g, moments), 0))[..., :n]
     # The step again, on inputs XLA cannot tell are the same: it then fuses the
     # step into one reduction of every moment's blocks, and once more into each
     # moment's encoding, rather than materializing the decoded moments.
@@ -956,4 +991,5 @@ def apply(
             up = bool(round_up and round_up[i])
             m = _encode_with(new, scales, m.signed, m.block_size, m.bits, keys[i], round_up=up)
         stored.append(m)
+    stored = [None if m is None else _narrowed(m, n) for m in stored]
     return update, *stored

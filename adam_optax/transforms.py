@@ -335,8 +335,7 @@ class _Blocks(NamedTuple):
                 )
 
     def applies(self, param: Any) -> bool:
-        """Real leaves of at least one axis, one element and ``min_quantized_size`` elements;
-        with 4 bits, of an even last axis, since two codes share a byte.
+        """Real leaves of at least one axis, one element and ``min_quantized_size`` elements.
 
         An empty leaf has no blocks to quantize; its float32 moments have no bytes either.
         """
@@ -346,7 +345,6 @@ class _Blocks(NamedTuple):
             len(shape) >= 1
             and math.prod(shape) >= max(smallest, 1)
             and not jnp.issubdtype(param.dtype, jnp.complexfloating)
-            and (self.bits == 8 or shape[-1] % 2 == 0)
         )
 
     def zeros(self, params: Any, signed: bool, plain: Any) -> storage.QuantizedTree:
@@ -365,12 +363,13 @@ class _Blocks(NamedTuple):
             fill = storage.zero_code(signed, self.bits)
             if self.bits == 8:
                 return _zeros_like(p, jnp.uint8, fill=fill)
-            return _zeros_like(p, jnp.uint8, fill=fill, last=jnp.shape(p)[-1] // 2, split=True)
+            last = storage.codes_shape(tuple(jnp.shape(p)), self.bits)[-1]
+            return _zeros_like(p, jnp.uint8, fill=fill, last=last, split=True)
 
         def scales(p):
             if self.applies(p):
-                blocks = storage.blocks_per_row(tuple(jnp.shape(p)), block_size)
-                return _zeros_like(p, jnp.float32, last=blocks)
+                shape = storage.scales_shape(tuple(jnp.shape(p)), block_size, self.bits)
+                return _zeros_like(p, jnp.float32, last=shape[-1])
             placeholder = _zeros_like(p, jnp.uint8, last=1)  # (*shape[:-1], 1)
             return placeholder if jnp.ndim(p) == 0 else placeholder[..., None]
 
