@@ -1,4 +1,4 @@
-"""Bytes, bytes moved and step time of Adam's state choices: float32, bf16, bf16+SR, 8-bit.
+"""Bytes, bytes moved and step time of Adam's state choices: float32, bf16, bf16+SR, 8-, 4-bit.
 
 For each choice of ``adam_optax`` state (and ``optax.adam``/``optax.adamw`` as references),
 the compiled, donated optimizer step (``update`` + ``optax.apply_updates``, params and state
@@ -12,7 +12,7 @@ donated, grads as inputs) on a GPT-2-like tree of 11.8M params:
   - step time on a flat 2^23 vector and on the GPT-2-like tree: per round, each choice's
     median over a few steps; the ratio to ``optax.adam`` taken within a round (one
     process, interleaved rounds), and the median over rounds reported.
-Targets for 8-bit and 16-bit state with stochastic rounding: see ``TARGETS``.
+Targets for 8-bit, 4-bit and 16-bit state with stochastic rounding: see ``TARGETS``.
 
     python benchmarks/memory.py                           # -> benchmarks/out/
     python benchmarks/memory.py --out benchmarks/results  # update the published results
@@ -49,6 +49,10 @@ TARGETS = {  # on this CPU: (set-up, figure, at most, what it is)
     "bytes": ("8-bit", "bytes", 22.0, "B/param accessed, GPT-2-like"),
     "time flat": ("8-bit", "time_flat", 2.0, "× optax.adam's step time, flat (goal 1.5)"),
     "time tree": ("8-bit", "time_tree", 2.0, "× optax.adam's step time, GPT-2-like (goal 1.5)"),
+    "state 4-bit": ("4-bit", "state_large", 1.07, "B/param of state on leaves >= 4096"),
+    "temp 4-bit": ("adamw4bit", "temp", 0.5, "B/param of temporaries, GPT-2-like"),
+    "time 4-bit flat": ("4-bit", "time_flat/8-bit", 1.2, "× 8-bit's step time, flat"),
+    "time 4-bit tree": ("4-bit", "time_tree/8-bit", 1.2, "× 8-bit's step time, GPT-2-like"),
 }
 
 
@@ -65,6 +69,9 @@ def optimizers() -> dict[str, optax.GradientTransformation]:
         "optax.adamw": optax.adamw(1e-3),
         "adamw bf16+SR": adam_optax.adamw(1e-3, **bf16, stochastic_rounding=True),
         "adamw8bit": adam_optax.adamw8bit(1e-3),
+        "4-bit": adam_optax.adam4bit(1e-3),
+        "4-bit RTN": adam_optax.adam4bit(1e-3, stochastic_rounding=False),
+        "adamw4bit": adam_optax.adamw4bit(1e-3),
     }
 
 
@@ -197,10 +204,17 @@ def step_times(
     }
 
 
-def figure(row: dict[str, Any], field: str) -> float:
-    """A TARGETS field of a choice's results: its state, a GPT-2-like figure, or a ratio."""
+def figure(choices: dict[str, Any], choice: str, field: str) -> float:
+    """A TARGETS field of a choice's results: its state, a GPT-2-like figure, or a ratio of
+    step times, to optax.adam's or ("time_flat/8-bit") the median over rounds of the ratio
+    to another choice's in the same round."""
+    row = choices[choice]
     if field == "state_large":
         return row[field]
+    if "/" in field:
+        field, other = field.split("/")
+        pairs = zip(row[field]["ratios_per_round"], choices[other][field]["ratios_per_round"])
+        return statistics.median(a / b for a, b in pairs)
     if field.startswith("time"):
         return row[field]["ratio_to_optax"]
     return row["tree"][field]
@@ -240,7 +254,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", f"Temporaries on flat {result['n']:,} (B/param): {flat}."]
     lines += ["", "Targets:", ""]
     for choice, field, target, what in TARGETS.values():
-        value = figure(result["choices"][choice], field)
+        value = figure(result["choices"], choice, field)
         met = "met" if round(value, 3) <= target else "**not met**"
         lines.append(f"- {choice}: {value:.3f} {what} (target <= {target}): {met}")
     return "\n".join(lines) + "\n"
@@ -249,7 +263,11 @@ def markdown(result: dict[str, Any]) -> str:
 # --- Training memory: params + grads + state (the 7-byte set-up) -----------------------
 # Separate from the state-choice table above: run with --training.
 
-TRAINING_TARGETS = {"held": 7.2, "checkpoint": 5.1}  # B/param for master_weights(adamw8bit)
+TRAINING_TARGETS = {  # (set-up, figure): at most, B/param, with bfloat16 params and grads
+    ("master_weights(adamw8bit), bfloat16", "held"): 7.2,
+    ("master_weights(adamw8bit), bfloat16", "checkpoint"): 5.1,
+    ("master_weights(adamw4bit), bfloat16", "held"): 6.15,
+}
 
 
 class Setup:
@@ -280,6 +298,9 @@ def training_setups() -> dict[str, Setup]:
         ),
         "master_weights(adamw8bit), bfloat16": Setup(
             jnp.bfloat16, jnp.bfloat16, lambda: mw(adam_optax.adamw8bit(1e-3))
+        ),
+        "master_weights(adamw4bit), bfloat16": Setup(
+            jnp.bfloat16, jnp.bfloat16, lambda: mw(adam_optax.adamw4bit(1e-3))
         ),
         "master_weights(adamw8bit, 16 bits), bfloat16": Setup(
             jnp.bfloat16, jnp.bfloat16, lambda: mw(adam_optax.adamw8bit(1e-3), correction_bits=16)
@@ -356,13 +377,14 @@ def checkpoint_on_disk(setup: Setup, shapes: Any, directory: Path) -> float:
 
 def training_step_times(shapes: Any, rounds: int, samples: int = 3) -> dict[str, dict]:
     """Step time of master_weights(adamw8bit) (bfloat16) against adamw8bit and optax.adamw
-    (float32), and of master_weights(sgd) against sgd (the wrapper's own cost): per round,
+    (float32), of master_weights(adamw4bit) against master_weights(adamw8bit), and of master_weights(sgd) against sgd (the wrapper's own cost): per round,
     each one's median; ratios taken within a round, the rounds' median reported."""
     mw = adam_optax.master_weights
     runs = {
         "optax.adamw": (jnp.float32, lambda: optax.adamw(1e-3)),
         "adamw8bit": (jnp.float32, lambda: adam_optax.adamw8bit(1e-3)),
         "master_weights(adamw8bit)": (jnp.bfloat16, lambda: mw(adam_optax.adamw8bit(1e-3))),
+        "master_weights(adamw4bit)": (jnp.bfloat16, lambda: mw(adam_optax.adamw4bit(1e-3))),
         "optax.sgd": (jnp.float32, lambda: optax.sgd(1e-3)),
         "master_weights(optax.sgd)": (jnp.bfloat16, lambda: mw(optax.sgd(1e-3))),
     }
@@ -396,6 +418,9 @@ def training_step_times(shapes: Any, rounds: int, samples: int = 3) -> dict[str,
     return {
         "ms": ms,
         "master_weights(adamw8bit) / adamw8bit": ratio("master_weights(adamw8bit)", "adamw8bit"),
+        "master_weights(adamw4bit) / master_weights(adamw8bit)": ratio(
+            "master_weights(adamw4bit)", "master_weights(adamw8bit)"
+        ),
         "master_weights(adamw8bit) / optax.adamw": ratio(
             "master_weights(adamw8bit)", "optax.adamw"
         ),
@@ -424,11 +449,12 @@ def training_markdown(result: dict[str, Any]) -> str:
             f"| {name} | {params} | {row['grads']:.2f} | {row['state']:.3f} | "
             f"**{row['held']:.2f}** | {row['peak']:.2f} | {row['checkpoint']:.2f} | {on_disk} |"
         )
-    row = result["setups"]["master_weights(adamw8bit), bfloat16"]
-    lines += ["", "Targets for master_weights(adamw8bit) with bfloat16 params and grads:", ""]
-    for key, what in (("held", "held across steps"), ("checkpoint", "checkpoint")):
-        met = "met" if row[key] <= TRAINING_TARGETS[key] else "**not met**"
-        lines.append(f"- {row[key]:.2f} B/param {what} (target <= {TRAINING_TARGETS[key]}): {met}")
+    lines += ["", "Targets, with bfloat16 params and grads:", ""]
+    for (name, key), target in TRAINING_TARGETS.items():
+        value = result["setups"][name][key]
+        met = "met" if value <= target else "**not met**"
+        what = "held across steps" if key == "held" else key
+        lines.append(f"- {name}: {value:.2f} B/param {what} (target <= {target}): {met}")
     for tree, timing in result["time"].items():
         lines += ["", f"Step time, {tree} (median ms over {result['rounds']} rounds):", ""]
         lines.append(", ".join(f"{k} {v:.1f}" for k, v in timing["ms"].items()))
