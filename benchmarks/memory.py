@@ -213,7 +213,8 @@ def figure(choices: dict[str, Any], choice: str, field: str) -> float:
         return row[field]
     if "/" in field:
         field, other = field.split("/")
-        pairs = zip(row[field]["ratios_per_round"], choices[other][field]["ratios_per_round"])
+        mine, theirs = row[field]["ratios_per_round"], choices[other][field]["ratios_per_round"]
+        pairs = zip(mine, theirs, strict=True)
         return statistics.median(a / b for a, b in pairs)
     if field.startswith("time"):
         return row[field]["ratio_to_optax"]
@@ -377,8 +378,9 @@ def checkpoint_on_disk(setup: Setup, shapes: Any, directory: Path) -> float:
 
 def training_step_times(shapes: Any, rounds: int, samples: int = 3) -> dict[str, dict]:
     """Step time of master_weights(adamw8bit) (bfloat16) against adamw8bit and optax.adamw
-    (float32), of master_weights(adamw4bit) against master_weights(adamw8bit), and of master_weights(sgd) against sgd (the wrapper's own cost): per round,
-    each one's median; ratios taken within a round, the rounds' median reported."""
+    (float32), of master_weights(adamw4bit) against master_weights(adamw8bit), and of
+    master_weights(sgd) against sgd (the wrapper's own cost): per round, each one's
+    median; ratios taken within a round, the rounds' median reported."""
     mw = adam_optax.master_weights
     runs = {
         "optax.adamw": (jnp.float32, lambda: optax.adamw(1e-3)),
