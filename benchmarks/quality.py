@@ -15,6 +15,9 @@ wrapper around the optimizer:
   bf16 params        bfloat16 params, ``adamw(...)``, no correction
   master 8, 16       bfloat16 params, ``master_weights(adamw(...), correction_bits=8|16)``
   7 bytes            bfloat16 params, ``master_weights(adamw8bit(...))``
+  4-bit, 4-bit RTN   ``adamw4bit(...)``: 4-bit codes, two per byte, ~1.06 bytes; rounded
+                     stochastically (the default) or to nearest
+  6 bytes            bfloat16 params, ``master_weights(adamw4bit(...))``
 
 A row's params are cast to its ``params_dtype`` at init and stay in it; the final metrics
 see them cast to float32. A row with bfloat16 params and a wrapper is one line
@@ -38,7 +41,7 @@ no end of data.
 
 Sizes: the models are small so that the full run, 4 seeds × 6 rows × 3 tasks × 5,000
 steps, fits in about a quarter of an hour on 2 CPU cores (``--estimate`` measures it).
-Leaves of at least 4,096 elements get 8-bit moments: 96–99% of each task's parameters (the
+Leaves of at least 4,096 elements get 8-bit (4-bit) moments: 96–99% of each task's parameters (the
 report gives the share), so the 8-bit rows do test 8-bit storage. The language model's
 byte embedding and output layer see gradient scales as uneven as its byte frequencies: rows
 of rare bytes get rare (embedding) or small (output) gradients, the layout where 8-bit
@@ -154,6 +157,18 @@ def variants() -> list[Variant]:
         Variant("7 bytes", rows[4].make, jnp.bfloat16, master,
                 about="bfloat16 params, `master_weights(adamw8bit(lr))`: 7 bytes per parameter"),
     ]  # fmt: skip
+    # 4-bit moments: as the 8-bit rows, and with master weights, 6 bytes per parameter.
+    rows += [
+        Variant("4-bit", lambda lr, wd, seed: adam_optax.adamw4bit(
+                    lr, weight_decay=wd, stochastic_rounding=True, seed=seed),
+                about="`adamw4bit(lr)`: blockwise 4-bit codes, rounded stochastically (default)"),
+        Variant("4-bit RTN", lambda lr, wd, seed: adam_optax.adamw4bit(
+                    lr, weight_decay=wd, stochastic_rounding=False),
+                about="`adamw4bit(lr, stochastic_rounding=False)`: codes rounded to nearest"),
+    ]  # fmt: skip
+    rows.append(Variant("6 bytes", rows[-2].make, jnp.bfloat16, master,
+                        about="bfloat16 params, `master_weights(adamw4bit(lr))`: 6 bytes per "
+                              "parameter"))  # fmt: skip
     return rows
 
 

@@ -3,6 +3,7 @@
 
     python examples/bfloat16_byte_lm.py                       # about a minute on 2 cores
     python examples/bfloat16_byte_lm.py --compare-float32     # then again in float32
+    python examples/bfloat16_byte_lm.py --state 4bit          # 4-bit moments: 6 bytes
 
 The text is the Python standard library's own source, read from this Python's install
 (nothing is downloaded): files in sorted order, every tenth one held out for validation.
@@ -101,7 +102,8 @@ class ByteTransformer(nnx.Module):
         return self.embed.attend(self.norm(x))  # logits over the 256 bytes
 
 
-# 3. The optimizer: the 7-byte set-up, or float32 AdamW with --compare-float32.
+# 3. The optimizer: the 7-byte set-up (6 bytes with --state 4bit), or float32 AdamW with
+# --compare-float32.
 def create_optimizer(config: argparse.Namespace, total_steps: int) -> optax.GradientTransformation:
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, config.learning_rate, max(1, total_steps // 10), total_steps
@@ -109,7 +111,8 @@ def create_optimizer(config: argparse.Namespace, total_steps: int) -> optax.Grad
     if config.precision == "float32":
         adamw = adam_optax.adamw(schedule, b2=0.99, weight_decay=config.weight_decay)
         return optax.chain(optax.clip_by_global_norm(1.0), adamw)
-    adamw = adam_optax.adamw8bit(schedule, b2=0.99, weight_decay=config.weight_decay)
+    blockwise = adam_optax.adamw4bit if config.state == "4bit" else adam_optax.adamw8bit
+    adamw = blockwise(schedule, b2=0.99, weight_decay=config.weight_decay)
     return adam_optax.master_weights(optax.chain(optax.clip_by_global_norm(1.0), adamw))
 
 
@@ -224,6 +227,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.add_argument(
             option, type=kind, default=default, help=f"{text} (default: %(default)s)"
         )
+    parser.add_argument(
+        "--state",
+        choices=("8bit", "4bit"),
+        default="8bit",
+        help="AdamW's moments in bfloat16 training: 8-bit (7 bytes per parameter) or 4-bit "
+        "(6 bytes) (default: %(default)s)",
+    )
     parser.add_argument(
         "--compare-float32",
         action="store_true",

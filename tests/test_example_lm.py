@@ -24,11 +24,13 @@ BYTE_LM_TINY = ["--megabytes", "0.01", "--width", "32", "--layers", "1", "--head
 BYTE_LM_TINY += ["--context", "32", "--batch-size", "8", "--learning-rate", "1e-2"]
 
 
-def test_bfloat16_byte_lm_learns_in_bfloat16_with_a_small_state(capsys):
-    runs = bfloat16_byte_lm.main(BYTE_LM_TINY)
+@pytest.mark.parametrize(("state", "smallest"), [("8bit", 7.0), ("4bit", 6.0)])
+def test_bfloat16_byte_lm_learns_in_bfloat16_with_a_small_state(state, smallest, capsys):
+    runs = bfloat16_byte_lm.main([*BYTE_LM_TINY, "--state", state])
     history, per_param = runs["bfloat16"]
     assert history.test_loss[-1] < np.log(256) - 1  # far below a uniform guess over bytes
-    assert 7.0 < per_param < 16.0  # tiny leaves keep float32 moments; large ones 8 bits
+    # Tiny leaves keep float32 moments; large ones 8 or 4 bits.
+    assert smallest < per_param < 16.0
     out = capsys.readouterr().out
     assert re.search(r"^bfloat16: validation_loss=\d+\.\d{4} bytes_per_param=\d+\.\d\d", out, re.M)
 
