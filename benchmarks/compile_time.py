@@ -16,7 +16,7 @@ load). Ratios are to ``optax.adamw`` on the same tree, in the same process. Each
 compile also records the compiled module's HLO instructions and its distinct fused
 kernels (``tests.compiles.fused_kernels``), which do not depend on the machine.
 
-Targets: ``adamw8bit`` and ``master_weights(adamw8bit)`` at most 3x
+Targets: ``adamw8bit``, ``adamw4bit`` and their ``master_weights`` at most 3x
 ``optax.adamw`` on 200 leaves; 24 blocks at most 1.5x 8 blocks.
 
     python benchmarks/compile_time.py      # -> benchmarks/results/compile_time.{md,json}
@@ -73,6 +73,11 @@ def setups() -> dict[str, tuple[Callable[[], optax.GradientTransformation], Any]
         "adamw bf16+SR": (
             lambda: adam_optax.adamw(1e-3, **bf16, stochastic_rounding=True),
             jnp.float32,
+        ),
+        "adamw4bit": (lambda: adam_optax.adamw4bit(1e-3), jnp.float32),
+        "master_weights(adamw4bit), bf16 params": (
+            lambda: adam_optax.master_weights(adam_optax.adamw4bit(1e-3)),
+            jnp.bfloat16,
         ),
     }
 
