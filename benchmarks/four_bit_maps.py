@@ -63,6 +63,7 @@ import argparse
 import functools
 import itertools
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -327,26 +328,40 @@ QUICK_ROWS = ("m DE B128, v DE-0 B128", "m DE B128, v Linear-0 Rank-1")
 
 
 def cell(row: dict[str, Any]) -> str:
+    """Δ ± se, with the verdict when outside the spread; a non-finite loss says so."""
+    if not math.isfinite(row["delta"]):
+        bad = sum(not math.isfinite(v) for v in row["per_seed"])
+        return f"diverged: non-finite on {bad} of {len(row['per_seed'])} seeds"
     verdict = "" if row["verdict"] in ("inside", None) else f" ({row['verdict']})"
     return percent(row["delta"], row["delta_se"]) + verdict
 
 
 def findings(result: dict[str, Any]) -> list[str]:
-    """Sentences derived from the summary: each row's worst |Δ| against the spread."""
-    names = [v["name"] for v in result["variants"]][1:]
-    relative = [
-        entry
-        for by_metric in result["summary"].values()
-        for metric, entry in by_metric.items()
-        if entry["kind"] == "relative" and metric == "test_loss"
-    ]
+    """Sentences derived from the summary: each row's worst |Δ test loss| over the tasks
+    and how often it is outside float32's spread, best row first."""
+    entries = {
+        task: by_metric["test_loss"]
+        for task, by_metric in result["summary"].items()
+        if "test_loss" in by_metric
+    }
+
+    def deltas(name: str) -> list[float]:
+        return [e["variants"][name]["delta"] for e in entries.values()]
+
+    def worst(name: str) -> float:
+        return max(abs(d) if math.isfinite(d) else math.inf for d in deltas(name))
+
     lines = []
-    for name in sorted(names, key=lambda n: max(abs(e["variants"][n]["delta"]) for e in relative)):
-        outside = [e["variants"][name]["verdict"] for e in relative]
-        count = sum(v.startswith("outside") for v in outside)
-        worst = max(abs(e["variants"][name]["delta"]) for e in relative)
-        lines.append(f"- {name}: largest |Δ test loss| {100 * worst:.2f}%; outside float32's "
-                     f"spread on {count} of {len(relative)} tasks")  # fmt: skip
+    for name in sorted([v["name"] for v in result["variants"]][1:], key=worst):
+        if diverged := [
+            t for t, e in entries.items() if not math.isfinite(e["variants"][name]["delta"])
+        ]:
+            lines.append(f"- {name}: diverged (non-finite test loss) on {', '.join(diverged)}")
+            continue
+        count = sum(e["variants"][name]["verdict"].startswith("outside") for e in entries.values())
+        lines.append(f"- {name}: largest |Δ test loss| {100 * worst(name):.2f}%, mean Δ "
+                     f"{100 * np.mean(deltas(name)):+.2f}%; outside float32's spread on {count} "
+                     f"of {len(entries)} tasks")  # fmt: skip
     return lines
 
 
