@@ -723,10 +723,13 @@ def run_all(
     command: str,
     rows: list[Variant] | None = None,
     nu_decay_steps: tuple[int, int] | None = None,
+    name: str = "quality",
+    report: Callable[[dict[str, Any]], str] = markdown,
 ) -> dict[str, Any]:
-    """Trains every task with every row and seed; writes quality.md, .json and .png to out.
+    """Trains every task with every row and seed; writes NAME.md, .json and .png to out.
 
-    ``nu_decay_steps``: (drop_at, steps) for (d); (0, 0) skips it.
+    ``nu_decay_steps``: (drop_at, steps) for (d); (0, 0) skips it. ``name`` and ``report``
+    (result -> the .md's text) let another study of other rows reuse the run and its files.
     """
     start, load_before, commit = time.perf_counter(), os.getloadavg()[0], git_commit()
     date = utc_now()
@@ -738,7 +741,7 @@ def run_all(
     curves: dict[str, Any] = {}
     infos: dict[str, Any] = {}
     timing: dict[str, Any] = {}
-    for task in (TASKS[name](quick) for name in tasks):
+    for task in (TASKS[key](quick) for key in tasks):
         infos[task.name] = task_info(task)
         runs[task.name], curves[task.name], timing[task.name] = {}, {}, {}
         for variant in rows:
@@ -788,15 +791,15 @@ def run_all(
         },
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "quality.md").write_text(markdown(result))
+    (out / f"{name}.md").write_text(report(result))
     every = max(1, max(len(c) for v in curves.values() for c in v.values()) // 500)
     result["curves"] = {
         task: {k: c[::every].tolist() for k, c in by_variant.items()}
         for task, by_variant in curves.items()
     }
     result["curves_every"] = every
-    (out / "quality.json").write_text(json.dumps(result, indent=1))
-    plot(result, out / "quality.png")
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    plot(result, out / f"{name}.png")
     return result
 
 
