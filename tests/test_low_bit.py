@@ -279,28 +279,49 @@ def test_orbax_round_trip_is_bit_exact_and_resumes_identically(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+# (code width, the param's shape and spec, the scales' spec): 8-bit on the leading axis,
+# scales (16, 3) (600 = 256 + 256 + 88) on the same rows; 4-bit on the last axis, a block
+# of 128 elements (64 bytes of codes) and its scale a device. (A device's share of a row
+# must be whole blocks: with explicit axes, update cannot yet cut a block across
+# devices, at any code width.)
+SHARDED_LEAVES = {
+    "8bit-leading": (8, (16, 600), P("data"), P("data", None)),
+    "4bit-last": (4, (16, 1024), P(None, "data"), P(None, "data")),
+}
+
+
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices (see conftest)")
 @pytest.mark.skipif(not hasattr(jax, "set_mesh"), reason="explicit mesh axes need a newer jax")
-def test_sharded_leaf_keeps_its_sharding_through_jitted_init_and_update():
-    """A leaf sharded on its leading axis: blocks run along the last axis, so
-    codes are sharded like the leaf and scales on the same leading axis."""
+@pytest.mark.parametrize("case", SHARDED_LEAVES.values(), ids=list(SHARDED_LEAVES))
+def test_sharded_leaf_keeps_its_sharding_through_jitted_init_and_update(case):
+    """Blocks run along the last axis: the codes are sharded like the leaf (4-bit codes,
+    two a byte, on the halved last axis too), the scales like it on the leading axes,
+    and on the last where each device holds whole blocks. init and update agree, so
+    that a loop over steps (scan, fori_loop) can carry the state: with explicit axes,
+    a leaf's type includes its sharding."""
+    bits, shape, spec, scales_spec = case
     mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
-    tx = adam_optax.adam8bit(1e-2, min_quantized_size=0)
+    low_bit = adam_optax.adam8bit if bits == 8 else adam_optax.adam4bit
+    tx = low_bit(1e-2, min_quantized_size=0)
     rng = np.random.default_rng(5)
-    w = rng.standard_normal((16, 600)).astype(np.float32)
-    grads = [rng.standard_normal((16, 600)).astype(np.float32) for _ in range(2)]
+    w = rng.standard_normal(shape).astype(np.float32)
+    grads = [rng.standard_normal(shape).astype(np.float32) for _ in range(2)]
     with jax.set_mesh(mesh):
-        sharding = NamedSharding(mesh, P("data"))
+        sharding = NamedSharding(mesh, spec)
         params = jax.device_put(jnp.asarray(w), sharding)
-        state = jax.jit(tx.init)(params)
+        state = initial = jax.jit(tx.init)(params)
         update = jax.jit(tx.update)
         for g in grads:
             updates, state = update(jax.device_put(jnp.asarray(g), sharding), state, params)
             jax.block_until_ready(state)
+    for a, b in zip(jax.tree.leaves(initial), jax.tree.leaves(state), strict=True):
+        assert jax.typeof(a) == jax.typeof(b), (jax.typeof(a), jax.typeof(b))
+    blocks = -(-shape[-1] // (256 if bits == 8 else 128))
     for q in (state[0].mu, state[0].nu):
+        assert q.bits == bits and q.codes.shape == (shape[0], shape[1] * bits // 8)
         assert q.codes.sharding.is_equivalent_to(sharding, 2)
-        assert q.scales.shape == (16, 3)
-        assert q.scales.sharding.is_equivalent_to(NamedSharding(mesh, P("data", None)), 2)
+        assert q.scales.shape == (shape[0], blocks)
+        assert q.scales.sharding.is_equivalent_to(NamedSharding(mesh, scales_spec), 2)
     assert updates.sharding.is_equivalent_to(sharding, 2)
     unsharded = tx.init(jnp.asarray(w))
     for g in grads:
