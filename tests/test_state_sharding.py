@@ -459,20 +459,19 @@ def test_low_bit_leaves_are_cut_in_whole_blocks_with_their_scales(bits):
             assert_whole_blocks(shape, codes, scales, 256, bits)
 
     # Steps on a last-axis cut: what the unsharded step gives, in the same layout. The
-    # second step's update reads the codes and scales the first stored.
-    params = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(7, 2048)), jnp.float32)}
-    grads = jax.tree.map(lambda p: jnp.sin(3 * p), params)
+    # second step's update reads the codes and scales the first stored (its gradient's
+    # sign flipped, so that m must fall back through its codes).
+    w = np.random.default_rng(0).normal(size=(7, 2048)).astype(np.float32)
+    params = {"w": jnp.asarray(w)}
     plain = low_bit(1e-2, min_quantized_size=1024, block_size=256)
     tx = adam_optax.shard_state(plain, mesh)
     expected, state = plain.init(params), tx.init(params)
-    for t in range(2):
-        g = jax.tree.map(lambda g, t=t: g * (1 - 2 * t), grads)  # the sign flips: m falls
-        want, expected = jax.jit(plain.update)(g, expected, params)
-        updates, state = jax.block_until_ready(jax.jit(tx.update)(g, state, params))
+    plain_update, sharded_update = jax.jit(plain.update), jax.jit(tx.update)
+    for sign in (1, -1):
+        g = {"w": jnp.asarray(sign * np.sin(3 * w))}
+        want, expected = plain_update(g, expected, params)
+        updates, state = jax.block_until_ready(sharded_update(g, state, params))
         chex.assert_trees_all_close(updates, want, rtol=1e-6, atol=1e-7)
-    chex.assert_trees_all_close(
-        adam_optax.dequantize(state.inner[0].mu), adam_optax.dequantize(expected[0].mu)
-    )
     q = state.inner[0].nu.per_leaf()["w"]
     assert {s.data.shape for s in q.codes.addressable_shards} == {(7, 256 // per_byte)}
     assert_whole_blocks(q.shape, q.codes.sharding, q.scales.sharding, 256, bits)
@@ -504,7 +503,7 @@ def test_4bit_codes_the_params_last_axis_cut_cannot_divide_are_left_whole_on_it(
     mesh = data_model_mesh()
     w = np.random.default_rng(2).normal(size=(8, 6)).astype(np.float32)
     params = {"w": jax.device_put(w, NamedSharding(mesh, P(None, "model")))}
-    grads = jax.tree.map(lambda p: jnp.sin(3 * p), params)
+    grads = {"w": jax.device_put(np.sin(3 * w), params["w"].sharding)}
     for bits in (8, 4):
         low_bit = adam_optax.adam8bit if bits == 8 else adam_optax.adam4bit
         plain = low_bit(1e-2, min_quantized_size=0, block_size=2)
