@@ -268,6 +268,8 @@ def _quantized_specs(
 
     codes = _entries(spec, ndim)
     last = codes[-1]
+    if last is not None and storage.codes_shape(shape, q.bits)[-1] % _size_of(last, mesh):
+        codes[-1] = last = None  # 4-bit codes, half as many, that the param's axes cannot cut
     scales = [*codes[:-1], last if last is None or aligned(_size_of(last, mesh)) else None]
     if axis not in _axes_of(spec):
         axis_size = mesh.shape[axis]
@@ -314,7 +316,7 @@ def _state_layout(
                 else:
                     out.append(PartitionSpec(*[None] * len(_shape(leaf))))
             spec = codes_spec
-            what += f" (8-bit, blocks of {min(node.block_size, shape[-1])})"
+            what += f" ({node.bits}-bit, blocks of {min(node.block_size, shape[-1])})"
         else:
             spec = zero1_spec(shape, base, axis, mesh.shape[axis])
             out.append(spec)

@@ -351,10 +351,11 @@ class _Blocks(NamedTuple):
         """A zero moment: 8-bit where it ``applies``, ``plain(param)`` elsewhere.
 
         Codes are sharded like their param; scales like it but for the last axis,
-        and so are the placeholders of the other leaves' scales (one axis more:
-        see ``storage.QuantizedTree``). On a params tree with no leaves, such as
-        the placeholder of ``optax.tree_utils.tree_map_params``, the moment is a
-        template for trees of specs (``QuantizedTree.specs_template``).
+        which they share only where the param's cut of it falls on whole blocks;
+        the placeholders of the other leaves' scales like it but for the last axis
+        (one axis more: see ``storage.QuantizedTree``). On a params tree with no
+        leaves, such as the placeholder of ``optax.tree_utils.tree_map_params``, the
+        moment is a template for trees of specs (``QuantizedTree.specs_template``).
         """
 
         def codes(p):
@@ -368,8 +369,13 @@ class _Blocks(NamedTuple):
 
         def scales(p):
             if self.applies(p):
+                n = jnp.shape(p)[-1]
                 shape = storage.scales_shape(tuple(jnp.shape(p)), block_size, self.bits)
-                return _zeros_like(p, jnp.float32, last=shape[-1])
+                # Split as the param's last axis where each device holds whole blocks, as
+                # update's block maxima come out: init and update give one layout. (An
+                # odd 4-bit row has one scale more, a zero: never split.)
+                whole = n % min(block_size, n) == 0 and (self.bits == 8 or n % 2 == 0)
+                return _zeros_like(p, jnp.float32, last=shape[-1], split=whole)
             placeholder = _zeros_like(p, jnp.uint8, last=1)  # (*shape[:-1], 1)
             return placeholder if jnp.ndim(p) == 0 else placeholder[..., None]
 

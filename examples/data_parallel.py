@@ -11,7 +11,8 @@ mesh over all N x k devices, and trains the digits MLP on one global batch per s
 device taking its slice of the batch and holding 1/(N k) of AdamW's moments. The params
 stay replicated. ``--state`` says how the moments are stored: float32 (8 bytes per
 parameter), 8bit (``adamw8bit``: about 2, on leaves of 4096 elements or more, cut over
-the devices in whole blocks with their scales), or 7byte (``master_weights(adamw8bit)``
+the devices in whole blocks with their scales), 4bit (``adamw4bit``: about 1, two codes a
+byte, cut in whole blocks likewise), or 7byte (``master_weights(adamw8bit)``
 with bfloat16 params: bfloat16 params and gradients, an int8 correction and 8-bit
 moments, 7 bytes per parameter on one device; the correction is sharded too). The result
 line's ``state_held`` is the share of the optimizer state's bytes on process 0's devices.
@@ -82,16 +83,18 @@ def global_array(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
 
 
 TRAIN_EXAMPLES = 1437  # in common.load_data()'s digits: what --batch-size may not pass
-STATE_FORMATS = ("float32", "8bit", "7byte")  # --state
+STATE_FORMATS = ("float32", "8bit", "4bit", "7byte")  # --state
 
 
 def create_optimizer(state: str, mesh: Mesh) -> optax.GradientTransformation:
     """AdamW with its state stored as `state` says (see the module docstring), sharded
-    over the mesh's "data" axis: ZeRO stage 1, 8-bit leaves in whole blocks."""
+    over the mesh's "data" axis: ZeRO stage 1, 8- and 4-bit leaves in whole blocks."""
     if state == "float32":
         adamw = adam_optax.adamw(3e-3, weight_decay=1e-4)
     elif state == "8bit":
         adamw = adam_optax.adamw8bit(3e-3, weight_decay=1e-4)
+    elif state == "4bit":
+        adamw = adam_optax.adamw4bit(3e-3, weight_decay=1e-4)
     elif state == "7byte":  # the float32 master weights as bfloat16 params + int8 corrections
         adamw = adam_optax.master_weights(adam_optax.adamw8bit(3e-3, weight_decay=1e-4))
     else:
@@ -308,8 +311,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=STATE_FORMATS,
         default="float32",
         help="how AdamW stores its moments: float32 (8 bytes per parameter), 8bit (about 2, "
-        "on leaves of 4096 elements or more), or 7byte (master_weights(adamw8bit) with "
-        "bfloat16 params)",
+        "on leaves of 4096 elements or more), 4bit (about 1, likewise), or 7byte "
+        "(master_weights(adamw8bit) with bfloat16 params)",
     )
     add("--losses", type=npy_file, help="save the loss of every step to this .npy file")
     add("--timeout", type=at_least(1e-3, float), default=600, help="seconds for the whole run")

@@ -128,8 +128,8 @@ CONFIGS = [
     ),
 ]
 
-# Transforms outside CONFIGS' parity and property tests (8-bit state, master weights),
-# for the tests that every transform must pass, such as tests/test_empty_leaves.py.
+# Transforms outside CONFIGS' parity and property tests (8- and 4-bit state, master
+# weights), for the tests that every transform must pass, such as tests/test_empty_leaves.py.
 MORE_CONFIGS = [
     Config(
         "adamw8bit_every_leaf",
@@ -141,6 +141,20 @@ MORE_CONFIGS = [
     Config(
         "adam8bit_amsgrad_every_leaf",
         "adam8bit",
+        {"learning_rate": _LR, "amsgrad": True, "min_quantized_size": 0, "block_size": 4},
+        None,
+        None,
+    ),
+    Config(
+        "adamw4bit_every_leaf",  # w (3, 8): one block of 8 per row, four bytes of codes
+        "adamw4bit",
+        {"learning_rate": _LR, "weight_decay": 0.1, "min_quantized_size": 0},
+        None,
+        None,
+    ),
+    Config(
+        "adam4bit_amsgrad_every_leaf",
+        "adam4bit",
         {"learning_rate": _LR, "amsgrad": True, "min_quantized_size": 0, "block_size": 4},
         None,
         None,
@@ -446,6 +460,83 @@ ERRORS = [
         {"seed": 0.5},
         TypeError,
         r"seed must be an integer, got 0\.5",
+    ),
+    ErrorCase(
+        "block_size_odd_4bit",
+        "adam4bit",
+        {"learning_rate": 1e-3, "block_size": 127},
+        ValueError,
+        r"block_size must be even for 4-bit moments \(two codes share a byte\), got 127\.",
+    ),
+    ErrorCase(
+        "block_size_one_4bit",  # positive, but odd
+        "scale_by_adam4bit",
+        {"block_size": 1},
+        ValueError,
+        r"block_size must be even for 4-bit moments .*got 1\.",
+    ),
+    ErrorCase(
+        "block_size_zero_4bit",
+        "adamw4bit",
+        {"learning_rate": 1e-3, "block_size": 0},
+        ValueError,
+        r"block_size must be a positive integer, got 0",
+    ),
+    ErrorCase(
+        "block_size_negative_even_4bit",
+        "adam4bit",
+        {"learning_rate": 1e-3, "block_size": -2},
+        ValueError,
+        r"block_size must be a positive integer, got -2",
+    ),
+    ErrorCase(
+        "block_size_float_4bit",
+        "adamw4bit",
+        {"learning_rate": 1e-3, "block_size": 128.0},
+        TypeError,
+        r"block_size must be an integer, got 128\.0 of type float",
+    ),
+    ErrorCase(
+        "block_size_bool_4bit",
+        "scale_by_adam4bit",
+        {"block_size": True},
+        TypeError,
+        r"block_size must be an integer, got True",
+    ),
+    ErrorCase(
+        "min_quantized_size_negative_4bit",
+        "adamw4bit",
+        {"learning_rate": 1e-3, "min_quantized_size": -1},
+        ValueError,
+        r"min_quantized_size must be >= 0, got -1",
+    ),
+    ErrorCase(
+        "stochastic_rounding_4bit_int",
+        "adam4bit",
+        {"learning_rate": 1e-3, "stochastic_rounding": 1},
+        TypeError,
+        r"stochastic_rounding must be True or False, got 1",
+    ),
+    ErrorCase(
+        "seed_4bit_too_large",
+        "adamw4bit",
+        {"learning_rate": 1e-3, "seed": 2**32},
+        ValueError,
+        r"seed must be in \[0, 2\*\*32\), got 4294967296",
+    ),
+    ErrorCase(
+        "seed_4bit_float",
+        "scale_by_adam4bit",
+        {"seed": 0.5},
+        TypeError,
+        r"seed must be an integer, got 0\.5",
+    ),
+    ErrorCase(
+        "b2_one_4bit",
+        "adamw4bit",
+        {"learning_rate": 1e-3, "b2": 1.0},
+        ValueError,
+        r"b2 must be in \[0, 1\), got 1\.0",
     ),
     ErrorCase(
         "stochastic_rounding_float32_state",

@@ -67,11 +67,12 @@ def test_two_processes_train_as_one_does(state, tmp_path):
 
 
 @pytest.mark.skipif(jax.device_count() < 4, reason="needs 4 devices (see conftest)")
-@pytest.mark.parametrize("state", ["8bit", "7byte"])
-def test_the_8bit_state_is_cut_in_whole_blocks(state):
-    """On 4 devices, the first layer's (64, 64) moments are 8-bit, in blocks of 64 (a row):
-    each device holds 16 rows of codes and those rows' scales. Every other state leaf is
-    cut over the data axis where 4 divides a dimension."""
+@pytest.mark.parametrize("state", ["8bit", "4bit", "7byte"])
+def test_the_low_bit_state_is_cut_in_whole_blocks(state):
+    """On 4 devices, the first layer's (64, 64) moments are 8-bit (4-bit with 4bit), in
+    blocks of 64 (a row): each device holds 16 rows of codes (32 bytes a row in 4 bits,
+    two codes a byte) and those rows' scales. Every other state leaf is cut over the data
+    axis where 4 divides a dimension."""
     mesh = Mesh(np.array(jax.devices()[:4]), ("data",))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     sizes = [64, 64, 10]
@@ -86,13 +87,15 @@ def test_the_8bit_state_is_cut_in_whole_blocks(state):
         opt_state = opt_state.inner
     for moment in (opt_state[0].mu, opt_state[0].nu):
         q = moment.per_leaf()[0]["w"]
-        assert isinstance(q, adam_optax.QuantizedArray) and q.block_size == 256
+        bits = 4 if state == "4bit" else 8
+        assert isinstance(q, adam_optax.QuantizedArray) and q.bits == bits
+        assert q.block_size == (128 if bits == 4 else 256)  # the defaults; a row is 64
         assert q.codes.sharding.spec == q.scales.sharding.spec == P("data", None)
         for codes, scales in zip(
             q.codes.addressable_shards, q.scales.addressable_shards, strict=True
         ):
             assert codes.device == scales.device
-            assert codes.data.shape == (16, 64) and scales.data.shape == (16, 1)
+            assert codes.data.shape == (16, 64 * bits // 8) and scales.data.shape == (16, 1)
             assert codes.index[0] == scales.index[0]  # the same rows
         assert moment.codes[1]["w"].dtype == np.float32  # (64, 10): float32 moments
 
@@ -144,7 +147,7 @@ BAD_OPTIONS = [  # (command line, message); each once failed late, with a traceb
     ("--losses {tmp}/out.txt", r"argument --losses: must name a \.npy file"),
     ("--losses {tmp}/absent/out.npy", r"argument --losses: cannot write \S+/out\.npy \(\w"),
     ("--timeout nan", r"argument --timeout: must be a number >= 0\.001, got nan"),
-    ("--state 4bit", r"argument --state: invalid choice: '4bit' \(choose from .*7byte"),
+    ("--state 2bit", r"argument --state: invalid choice: '2bit' \(choose from .*4bit.*7byte"),
 ]
 
 

@@ -36,3 +36,6 @@ class BadGradientsFailAtUpdate(chex.TestCase):
 
 def test_every_alias_has_an_error_case():
     assert {c.alias for c in ERRORS} >= {"adam", "adamw", "nadam", "amsgrad", "adamax", "adamaxw"}
+    names = ("adam", "adamw", "scale_by_adam")
+    blockwise = {f"{name}{bits}bit" for name in names for bits in (8, 4)}
+    assert {c.alias for c in ERRORS} >= blockwise

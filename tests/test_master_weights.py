@@ -216,16 +216,23 @@ def _state_bytes(tree) -> int:
     return sum(leaf.nbytes for leaf in jax.tree.leaves(tree))
 
 
-def test_bytes_per_parameter_of_the_7_byte_setup():
+@pytest.mark.parametrize("bits", [8, 4])
+def test_bytes_per_parameter_of_the_7_byte_setup(bits):
     """bfloat16 params (2) + bfloat16 grads (2) + 8-bit moments (2 + block scales) + int8
-    correction (1): about 7 bytes per parameter, against 16 for float32 AdamW."""
+    correction (1): about 7 bytes per parameter, against 16 for float32 AdamW; 4-bit
+    moments (1 + block scales, blocks of 128) make it about 6."""
     params = {"w": jnp.zeros((256, 512), BF16), "b": jnp.zeros(512, jnp.float32)}
     n = 256 * 512 + 512
-    state = adam_optax.master_weights(adam_optax.adamw8bit(1e-3)).init(params)
+    inner = adam_optax.adamw8bit if bits == 8 else adam_optax.adamw4bit
+    state = adam_optax.master_weights(inner(1e-3)).init(params)
     total = 2 * _state_bytes(params) + _state_bytes(state)  # params, grads like params, state
     assert _state_bytes(state.correction) == 256 * 512
-    assert 7.0 <= total / n <= 7.2, total / n
-    state16 = adam_optax.master_weights(adam_optax.adamw8bit(1e-3), correction_bits=16).init(params)
+    moments = (state.inner[0].mu, state.inner[0].nu)
+    assert all(moment.bits == bits for moment in moments)
+    assert _state_bytes([m.codes["w"] for m in moments]) == 2 * 256 * 512 * bits // 8
+    low = 5 + 2 * bits / 8  # params, grads, correction, moments
+    assert low <= total / n <= low + 0.2, total / n
+    state16 = adam_optax.master_weights(inner(1e-3), correction_bits=16).init(params)
     assert _state_bytes(state16) - _state_bytes(state) == 256 * 512
 
 
@@ -338,6 +345,7 @@ def _bfloat16_grads(p, t):
 
 COMPOSITIONS = {
     "adamw8bit": (lambda wrap: wrap(adam_optax.adamw8bit(1e-2, min_quantized_size=256)), _grads),
+    "adamw4bit": (lambda wrap: wrap(adam_optax.adamw4bit(1e-2, min_quantized_size=256)), _grads),
     "chain_clip_schedule_bfloat16_grads": (
         lambda wrap: wrap(
             optax.chain(

@@ -8,8 +8,8 @@ small MLP through one of them, and the same steps through an independent path:
 forward written in plain JAX. The params must agree to the bit: the optimizer math is
 the same, so any difference is the framework losing or reshaping state (before
 ``QuantizedTree``, the second 8-bit update in NNX raised a tree-structure error). The
-first layer's kernel is large enough to be stored in 8 bits (``MIN_QUANTIZED``), the
-other leaves keep float32 moments.
+first layer's kernel is large enough to be stored in 8 or 4 bits (``MIN_QUANTIZED``),
+the other leaves keep float32 moments.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from tests.compiles import backend_compiles
 
 nnx = pytest.importorskip("flax.nnx")
 
-SIZES = (16, 64, 4)  # the first kernel, 16 x 64 = 1,024 elements, is 8-bit
+SIZES = (16, 64, 4)  # the first kernel, 16 x 64 = 1,024 elements, is 8- or 4-bit
 MIN_QUANTIZED = 512
 STEPS = 3
 
@@ -37,6 +37,9 @@ STEPS = 3
 # one would make nnx.jit trace and compile the step again.
 OPTIMIZERS = {
     "adamw8bit": adam_optax.adamw8bit(
+        3e-2, weight_decay=0.1, block_size=32, min_quantized_size=MIN_QUANTIZED
+    ),
+    "adamw4bit": adam_optax.adamw4bit(
         3e-2, weight_decay=0.1, block_size=32, min_quantized_size=MIN_QUANTIZED
     ),
     "adamw_bf16_sr": adam_optax.adamw(
@@ -140,21 +143,28 @@ def _assert_bit_equal(got: dict, expected: dict) -> None:
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("jitted", [True, False], ids=["nnx.jit", "eager"])
-def test_nnx_optimizer_steps_8bit_like_plain_optax(jitted):
+# 4-bit under nnx.jit only: eagerly, NNX's handling of the state is the same for both.
+@pytest.mark.parametrize(
+    ("name", "jitted"),
+    [("adamw8bit", True), ("adamw8bit", False), ("adamw4bit", True)],
+    ids=["8bit-nnx.jit", "8bit-eager", "4bit-nnx.jit"],
+)
+def test_nnx_optimizer_steps_low_bit_like_plain_optax(name, jitted):
     """Eagerly, the update runs op by op on both sides, the gradients jitted."""
     model = _model()
-    optimizer = nnx.Optimizer(model, OPTIMIZERS["adamw8bit"], wrt=nnx.Param)
+    optimizer = nnx.Optimizer(model, OPTIMIZERS[name], wrt=nnx.Param)
     grads = nnx.jit(_grads)
-    for expected in _plain("adamw8bit", STEPS, jitted):
+    for expected in _plain(name, STEPS, jitted):
         if jitted:
             _jit_step(model, optimizer)
         else:
             optimizer.update(model, grads(model))
         _assert_bit_equal(_params(model), expected)
     mu = optimizer.opt_state[0].mu
-    assert isinstance(mu, adam_optax.QuantizedTree)
-    assert mu.codes["hidden"]["kernel"].dtype == jnp.uint8
+    assert isinstance(mu, adam_optax.QuantizedTree) and mu.bits == int(name[5])
+    codes = mu.codes["hidden"]["kernel"]
+    assert codes.dtype == jnp.uint8
+    assert codes.shape == (SIZES[0], SIZES[1] * mu.bits // 8)  # 4 bits: two codes a byte
     assert mu.codes["out"]["kernel"].dtype == jnp.float32
 
 
@@ -171,23 +181,25 @@ def _opt_state_leaves(optimizer: nnx.Optimizer) -> list:
     return jax.tree.leaves(nnx.state(optimizer, nnx.OptState))
 
 
-def test_nnx_8bit_state_resumes_bit_exactly_from_an_orbax_checkpoint(tmp_path):
+@pytest.mark.parametrize("name", ["adamw8bit", "adamw4bit"])
+def test_nnx_low_bit_state_resumes_bit_exactly_from_an_orbax_checkpoint(name, tmp_path):
     """Saved after one step and restored into a fresh model and optimizer, the run goes
-    on as if never stopped: the same params, 8-bit codes and scales, and step count."""
+    on as if never stopped: the same params, 8- or 4-bit codes and scales, and step
+    count."""
     ocp = pytest.importorskip("orbax.checkpoint")
 
     def state(model, optimizer):
         return {"params": nnx.state(model, nnx.Param), "optimizer": nnx.state(optimizer)}
 
     model = _model()
-    optimizer = nnx.Optimizer(model, OPTIMIZERS["adamw8bit"], wrt=nnx.Param)
+    optimizer = nnx.Optimizer(model, OPTIMIZERS[name], wrt=nnx.Param)
     _jit_step(model, optimizer)
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(tmp_path / "state", state(model, optimizer))
     checkpointer.wait_until_finished()
     resumed = _model()
     nnx.update(resumed, jax.tree.map(jnp.zeros_like, nnx.state(resumed, nnx.Param)))
-    resumed_optimizer = nnx.Optimizer(resumed, OPTIMIZERS["adamw8bit"], wrt=nnx.Param)
+    resumed_optimizer = nnx.Optimizer(resumed, OPTIMIZERS[name], wrt=nnx.Param)
     target = jax.device_get(state(resumed, resumed_optimizer))  # as examples/common.py does
     restored = checkpointer.restore(tmp_path / "state", target)
     nnx.update(resumed, restored["params"])
@@ -197,8 +209,9 @@ def test_nnx_8bit_state_resumes_bit_exactly_from_an_orbax_checkpoint(tmp_path):
         _jit_step(resumed, resumed_optimizer)
     _assert_bit_equal(_params(resumed), _params(model))
     _assert_bit_equal(_opt_state_leaves(resumed_optimizer), _opt_state_leaves(optimizer))
-    _assert_bit_equal(_params(resumed), _plain("adamw8bit", STEPS)[-1])
+    _assert_bit_equal(_params(resumed), _plain(name, STEPS)[-1])
     assert int(resumed_optimizer.step[...]) == STEPS
+    assert resumed_optimizer.opt_state[0].mu.bits == int(name[5])
 
 
 def test_linen_train_state_steps_8bit_like_plain_optax():

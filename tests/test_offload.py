@@ -17,7 +17,7 @@ from jax.sharding import PartitionSpec as P
 import adam_optax
 import adam_optax.offload
 
-SHAPES = {"w": (16, 8), "v": (8, 300)}  # v is quantized in the 8-bit case
+SHAPES = {"w": (16, 8), "v": (8, 300)}  # v is quantized in the 8- and 4-bit cases
 
 
 def make_params(sharding=None):
@@ -43,9 +43,10 @@ CASES = {  # name: (transform factory, params' sharding factory)
         lambda: optax.MultiSteps(adam_optax.adam(1e-2), 2).gradient_transformation(),
         lambda: None,
     ),
-    "shard_state(adamw8bit), 8 devices": (
+    # 4-bit here and 8-bit below: the two code widths, each at one test's cost.
+    "shard_state(adamw4bit), 8 devices": (
         lambda: adam_optax.shard_state(
-            adam_optax.adamw8bit(1e-2, min_quantized_size=1024), data_mesh()
+            adam_optax.adamw4bit(1e-2, min_quantized_size=1024), data_mesh()
         ),
         lambda: NamedSharding(data_mesh(), P()),
     ),
@@ -105,6 +106,10 @@ def test_the_state_lives_in_host_memory_and_the_trajectory_is_unchanged(name):
         params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
     expected = run(make_tx(), params, steps=3)
     offloaded = run(adam_optax.offload_state(make_tx()), params, steps=3)
+    for bits in (8, 4):  # the low-bit cases store v's moments in their code width
+        if f"{bits}bit" in name:
+            mu = optax.tree.get(offloaded[-1][1], "mu")
+            assert mu.bits == bits and mu.codes["v"].shape == (8, 300 * bits // 8)
     for (p, state), (p_ref, state_ref) in zip(offloaded, expected, strict=True):
         assert_in("pinned_host", state)  # after init and after every jitted step
         assert_in("device", p)

@@ -1,11 +1,11 @@
 """Every optax wrapper that takes an inner transform, around and inside ``master_weights``
-and ``adamw8bit``, jitted, with bfloat16 params and grads.
+and ``adamw8bit`` or ``adamw4bit``, jitted, with bfloat16 params and grads.
 
 One table of wrappers drives the test: a new wrapper is one new row. Each row is
-placed in three positions:
+placed in three positions, which between them run both code widths:
 
 - ``around_master``: ``wrapper(master_weights(adamw8bit))``;
-- ``inside_master``: ``master_weights(wrapper(adamw8bit))``;
+- ``inside_master_4bit``: ``master_weights(wrapper(adamw4bit))``;
 - ``around_8bit``: ``wrapper(adamw8bit)`` on bfloat16 params, without master weights.
 
 In each, three jitted steps (update, then ``optax.apply_updates``) must keep every
@@ -88,11 +88,17 @@ def _adamw8bit(learning_rate: Any) -> optax.GradientTransformation:
     return adam_optax.adamw8bit(learning_rate, weight_decay=0.01, min_quantized_size=256)
 
 
+def _adamw4bit(learning_rate: Any) -> optax.GradientTransformation:
+    # The (16, 64) leaf has 4-bit moments, two codes a byte: (16, 32) bytes.
+    return adam_optax.adamw4bit(learning_rate, weight_decay=0.01, min_quantized_size=256)
+
+
 POSITIONS: dict[str, Callable[[Wrapper], optax.GradientTransformation]] = {
     "around_master": lambda row: row.wrap(lambda lr: adam_optax.master_weights(_adamw8bit(lr))),
-    "inside_master": lambda row: adam_optax.master_weights(row.wrap(_adamw8bit)),
+    "inside_master_4bit": lambda row: adam_optax.master_weights(row.wrap(_adamw4bit)),
     "around_8bit": lambda row: row.wrap(_adamw8bit),
 }
+BITS = {"around_master": 8, "inside_master_4bit": 4, "around_8bit": 8}
 
 
 def _params() -> dict[str, jax.Array]:
@@ -154,6 +160,10 @@ def test_wrapper_keeps_grads_dtype_and_skips_nan(row, position):
         params, state = new_params, new_state
     assert all(np.all(np.isfinite(np.asarray(x, np.float32))) for x in jax.tree.leaves(params))
     assert not np.array_equal(np.asarray(params["w"]), np.asarray(first["w"]))
+    moments = jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, adam_optax.QuantizedTree))
+    moments = [m for m in moments if isinstance(m, adam_optax.QuantizedTree)]
+    assert moments and {m.bits for m in moments} == {BITS[position]}
+    assert {m.codes["w"].shape for m in moments} == {(16, 64 * BITS[position] // 8)}
 
 
 def test_apply_if_finite_around_float32_updates_is_optax_own_limit():

@@ -106,3 +106,49 @@ def test_jitted_init_keeps_explicit_sharding(make):
     for tree in [updates, *_moments(state).values()]:
         for k, leaf in tree.items():
             assert leaf.sharding.is_equivalent_to(params[k].sharding, leaf.ndim), k
+
+
+# 4-bit codes hold two elements a byte, in blocks of 4 here, on the 4x2 mesh: (shape,
+# the param's spec, the codes' and the scales' spec). w's and v's codes, 8 and 6 bytes a
+# row, keep their P("data", "model"); w's 4 blocks a row split over "model" with their
+# scales, v's 3 do not, so its scales keep only the rows' axis; b's one byte (one block
+# of 2) cannot be cut in 2: whole.
+FOUR_BIT = {
+    "w": ((8, 16), P("data", "model"), P("data", "model"), P("data", "model")),
+    "v": ((8, 12), P("data", "model"), P("data", "model"), P("data", None)),
+    "b": ((2,), P("model"), P(None), P(None)),
+}
+
+
+def test_4bit_state_keeps_sharding_through_jit():
+    """Eager init lays out the codes and scales as above, and a jitted step keeps them
+    without compiling again. (tests/test_state_sharding.py and test_low_bit.py compare
+    sharded 4-bit steps with unsharded ones.)"""
+    mesh = _mesh()
+    rng = np.random.default_rng(0)
+    values = {k: rng.normal(size=shape).astype(np.float32) for k, (shape, *_) in FOUR_BIT.items()}
+    params = {k: jax.device_put(values[k], NamedSharding(mesh, FOUR_BIT[k][1])) for k in values}
+    tx = adam_optax.adamw4bit(1e-2, min_quantized_size=0, block_size=4)
+
+    def assert_layout(state):
+        for moment in (state[0].mu, state[0].nu):
+            for k, q in moment.per_leaf().items():
+                shape, _, codes_spec, scales_spec = FOUR_BIT[k]
+                assert isinstance(q, adam_optax.QuantizedArray) and q.bits == 4, k
+                assert q.codes.shape == (*shape[:-1], shape[-1] // 2), k
+                assert q.codes.sharding.is_equivalent_to(NamedSharding(mesh, codes_spec), q.ndim)
+                assert q.scales.sharding.is_equivalent_to(NamedSharding(mesh, scales_spec), q.ndim)
+
+    state = tx.init(params)
+    assert_layout(state)
+    step = jax.jit(tx.update)
+    grads = {k: jax.device_put(np.sin(values[k]), params[k].sharding) for k in values}
+    updates, state = step(grads, state, params)
+    with backend_compiles() as compiled:
+        for _ in range(2):
+            updates, state = jax.block_until_ready(step(grads, state, params))
+    assert not compiled, "the second call recompiled"
+    assert_layout(state)
+    for k, leaf in updates.items():
+        assert leaf.sharding.is_equivalent_to(params[k].sharding, leaf.ndim), k
+        assert np.all(np.isfinite(np.asarray(leaf))) and np.any(np.asarray(leaf) != 0), k

@@ -398,16 +398,17 @@ def test_one_warning_names_the_large_leaves_left_whole():
     assert "small" not in message and "even" not in message
 
 
-def assert_whole_blocks(shape, codes, scales, block):
+def assert_whole_blocks(shape, codes, scales, block, bits=8):
     """Each device holds whole blocks of the codes and the scales of exactly those blocks:
-    read from the shards' index ranges (JAX's, from the shardings), not from the rule."""
-    n = shape[-1]
+    read from the shards' index ranges (JAX's, from the shardings), not from the rule.
+    4-bit codes hold two elements a byte: byte j of a row holds elements 2j and 2j + 1."""
+    n, per_byte = shape[-1], 8 // bits
     scales_shape = (*shape[:-1], -(-n // block))
-    codes_at = codes.devices_indices_map(shape)
+    codes_at = codes.devices_indices_map((*shape[:-1], n // per_byte))
     scales_at = scales.devices_indices_map(scales_shape)
     for device, (*rows, cols) in codes_at.items():
         *scale_rows, scale_cols = scales_at[device]
-        start, stop, _ = cols.indices(n)
+        start, stop = (per_byte * i for i in cols.indices(n // per_byte)[:2])  # elements
         assert start % block == 0, (device, start)
         assert stop % block == 0 or stop == n, (device, stop)
         assert scale_cols.indices(scales_shape[-1])[:2] == (start // block, -(-stop // block))
@@ -416,12 +417,16 @@ def assert_whole_blocks(shape, codes, scales, block):
         ]
 
 
-def test_8bit_leaves_are_cut_in_whole_blocks_with_their_scales():
+@pytest.mark.parametrize("bits", [8, 4])
+def test_low_bit_leaves_are_cut_in_whole_blocks_with_their_scales(bits):
     """Blocks of 256 along the last axis, 8 devices: rows when 8 divides them; else the
     last axis when 8 divides the blocks per row and each block is whole; else whole.
-    Laid out abstractly (eval_shape, no compiles); one leaf then takes a real step."""
+    4-bit codes are the same cut, in bytes of two codes: half the elements' last axis.
+    Laid out abstractly (eval_shape, no compiles); one leaf then takes real steps."""
     mesh = data_mesh()
-    per_device = {  # shape: (codes, scales) shape on each device
+    low_bit = adam_optax.adam8bit if bits == 8 else adam_optax.adam4bit
+    per_byte = 8 // bits
+    per_device = {  # shape: (8-bit codes, scales) shape on each device
         (64, 300): ((8, 300), (8, 2)),  # rows over 8; the 2 blocks (256 + 44) stay together
         (7, 2048): ((7, 256), (7, 1)),  # 8 blocks per row: one block and its scale each
         (4096,): ((512,), (2,)),  # 16 blocks: two each
@@ -431,46 +436,86 @@ def test_8bit_leaves_are_cut_in_whole_blocks_with_their_scales():
     names = {shape: f"p{i}" for i, shape in enumerate(per_device)}
     params = {names[s]: jax.ShapeDtypeStruct(s, jnp.float32) for s in per_device}
     tx = adam_optax.shard_state(
-        adam_optax.adam8bit(1e-2, min_quantized_size=1024),
+        low_bit(1e-2, min_quantized_size=1024, block_size=256),
         mesh,
         param_shardings={k: P() for k in params},
     )
     with pytest.warns(UserWarning) as caught:
         state = jax.eval_shape(tx.init, params)
     (message,) = [str(w.message) for w in caught]
-    assert "state[0].mu['p4'] (7, 9472) (8-bit, blocks of 256)" in message
+    assert f"state[0].mu['p4'] (7, 9472) ({bits}-bit, blocks of 256)" in message
     assert "p3" not in message and "p1" not in message
     specs = jax.tree.unflatten(jax.tree.structure(state.inner), state.state_specs)
     for shape, (codes_shape, scales_shape) in per_device.items():
-        assert isinstance(state.inner[0].mu.per_leaf()[names[shape]], adam_optax.QuantizedArray)
+        q = state.inner[0].mu.per_leaf()[names[shape]]
+        assert isinstance(q, adam_optax.QuantizedArray) and q.bits == bits
+        stored = (*shape[:-1], shape[-1] // per_byte)
+        assert q.codes.shape == stored
         for moment in (specs[0].mu, specs[0].nu):  # QuantizedTree of specs
             name = names[shape]
             codes, scales = (NamedSharding(mesh, t[name]) for t in (moment.codes, moment.scales))
-            assert codes.shard_shape(shape) == codes_shape, shape
+            assert codes.shard_shape(stored) == (*codes_shape[:-1], codes_shape[-1] // per_byte)
             assert scales.shard_shape((*shape[:-1], -(-shape[-1] // 256))) == scales_shape
-            assert_whole_blocks(shape, codes, scales, 256)
+            assert_whole_blocks(shape, codes, scales, 256, bits)
 
-    # A step on a last-axis cut: what the unsharded 8-bit step gives, in the same layout.
-    params = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(7, 2048)), jnp.float32)}
-    grads = jax.tree.map(lambda p: jnp.sin(3 * p), params)
-    plain = adam_optax.adam8bit(1e-2, min_quantized_size=1024)
-    expected, _ = jax.jit(plain.update)(grads, plain.init(params), params)
+    # Steps on a last-axis cut: what the unsharded step gives, in the same layout. The
+    # second step's update reads the codes and scales the first stored (its gradient's
+    # sign flipped, so that m must fall back through its codes).
+    w = np.random.default_rng(0).normal(size=(7, 2048)).astype(np.float32)
+    params = {"w": jnp.asarray(w)}
+    plain = low_bit(1e-2, min_quantized_size=1024, block_size=256)
     tx = adam_optax.shard_state(plain, mesh)
-    updates, state = jax.block_until_ready(jax.jit(tx.update)(grads, tx.init(params), params))
-    chex.assert_trees_all_close(updates, expected, rtol=1e-6, atol=1e-7)
+    expected, state = plain.init(params), tx.init(params)
+    plain_update, sharded_update = jax.jit(plain.update), jax.jit(tx.update)
+    for sign in (1, -1):
+        g = {"w": jnp.asarray(sign * np.sin(3 * w))}
+        want, expected = plain_update(g, expected, params)
+        updates, state = jax.block_until_ready(sharded_update(g, state, params))
+        chex.assert_trees_all_close(updates, want, rtol=1e-6, atol=1e-7)
     q = state.inner[0].nu.per_leaf()["w"]
-    assert {s.data.shape for s in q.codes.addressable_shards} == {(7, 256)}
-    assert_whole_blocks(q.shape, q.codes.sharding, q.scales.sharding, 256)
+    assert {s.data.shape for s in q.codes.addressable_shards} == {(7, 256 // per_byte)}
+    assert_whole_blocks(q.shape, q.codes.sharding, q.scales.sharding, 256, bits)
 
 
-def test_8bit_blocks_on_a_model_sharded_last_axis():
+@pytest.mark.parametrize("bits", [8, 4])
+def test_low_bit_blocks_on_a_model_sharded_last_axis(bits):
     """On the 4x2 mesh, a (8, 2048) leaf sharded P(None, "model"): 8 blocks per row, 4 per
     model device, with their scales; the data axis takes the rows."""
     mesh = data_model_mesh()
     params = {"w": jax.device_put(jnp.ones((8, 2048)), NamedSharding(mesh, P(None, "model")))}
-    tx = adam_optax.shard_state(adam_optax.adam8bit(1e-2, min_quantized_size=1024), mesh)
+    low_bit = adam_optax.adam8bit if bits == 8 else adam_optax.adam4bit
+    tx = adam_optax.shard_state(low_bit(1e-2, min_quantized_size=1024, block_size=256), mesh)
     q = tx.init(params).inner[0].nu.per_leaf()["w"]
+    assert q.bits == bits
     assert q.codes.sharding.spec == P("data", "model")
     assert q.scales.sharding.spec == P("data", "model")
+    assert {s.data.shape for s in q.codes.addressable_shards} == {(2, 1024 * bits // 8)}
     assert {s.data.shape for s in q.scales.addressable_shards} == {(2, 4)}
-    assert_whole_blocks(q.shape, q.codes.sharding, q.scales.sharding, 256)
+    assert_whole_blocks(q.shape, q.codes.sharding, q.scales.sharding, 256, bits)
+
+
+def test_4bit_codes_the_params_last_axis_cut_cannot_divide_are_left_whole_on_it():
+    """A (8, 6) leaf sharded P(None, "model") on the 4x2 mesh, in 4-bit blocks of 2: its
+    3 bytes of codes per row cannot be cut in 2, so, as tx.init alone lays them out, the
+    codes and scales keep only the data axis, on the rows (init once raised JAX's
+    IndivisibleError); a jitted step equals the unsharded one. 8 bits (the control)
+    keep the model axis on the codes, the param's own cut."""
+    mesh = data_model_mesh()
+    w = np.random.default_rng(2).normal(size=(8, 6)).astype(np.float32)
+    params = {"w": jax.device_put(w, NamedSharding(mesh, P(None, "model")))}
+    grads = {"w": jax.device_put(np.sin(3 * w), params["w"].sharding)}
+    for bits in (8, 4):
+        low_bit = adam_optax.adam8bit if bits == 8 else adam_optax.adam4bit
+        plain = low_bit(1e-2, min_quantized_size=0, block_size=2)
+        tx = adam_optax.shard_state(plain, mesh)
+        state = tx.init(params)
+        q = state.inner[0].mu.per_leaf()["w"]
+        assert q.codes.shape == (8, 6 * bits // 8)
+        assert q.codes.sharding.spec == (P("data", "model") if bits == 8 else P("data", None))
+    assert_whole_blocks(q.shape, q.codes.sharding, q.scales.sharding, 2, bits)
+    assert plain.init(params)[0].mu.codes["w"].sharding.spec == P(None, None)  # tx.init's
+    unsharded = {"w": jnp.asarray(w)}
+    expected, _ = jax.jit(plain.update)(grads, plain.init(unsharded), unsharded)
+    updates, _ = jax.block_until_ready(jax.jit(tx.update)(grads, state, params))
+    np.testing.assert_allclose(updates["w"], expected["w"], rtol=1e-6, atol=1e-7)
+    assert updates["w"].sharding.is_equivalent_to(params["w"].sharding, 2)

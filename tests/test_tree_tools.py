@@ -1,4 +1,4 @@
-"""The 8-bit state under optax's tree tools: tree_map_params, tree_cast, repr, get.
+"""The 8- and 4-bit state under optax's tree tools: tree_map_params, tree_cast, repr, get.
 
 Which leaves are 8-bit is static structure (``QuantizedTree``): a cast of the whole state
 raises at ``update`` instead of reading codes as moments, and optax's sharding recipe
@@ -28,11 +28,12 @@ SPECS = {
     "b": P("model"),
     "scale": P(),
 }
-OPTIMIZERS = {
+OPTIMIZERS = {  # 4-bit: w's codes are (8, 32), flat's (2048,): the params' specs divide them
     "adamw8bit": lambda: adam_optax.adamw8bit(1e-2, block_size=64, min_quantized_size=64),
-    "adamw8bit amsgrad": lambda: adam_optax.adamw8bit(
+    "adamw4bit amsgrad": lambda: adam_optax.adamw4bit(
         1e-2, block_size=64, min_quantized_size=64, amsgrad=True
     ),
+    "adamw4bit": lambda: adam_optax.adamw4bit(1e-2, block_size=64, min_quantized_size=64),
 }
 
 
@@ -46,10 +47,11 @@ def grads_of(params: dict) -> dict:
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices (see conftest)")
-@pytest.mark.parametrize("name", OPTIMIZERS)
-def test_tree_map_params_lays_out_the_8bit_state_on_a_4x2_mesh(name):
+@pytest.mark.parametrize("name", ["adamw8bit", "adamw4bit amsgrad"])
+def test_tree_map_params_lays_out_the_low_bit_state_on_a_4x2_mesh(name):
     """optax's recipe: the state's specs from the params', device_put, one jitted step;
-    it equals the unsharded step, and the scales keep their rows' sharding."""
+    it equals the unsharded step, and the scales keep their rows' sharding. (4-bit
+    amsgrad stands for 8-bit amsgrad too: nu_max is one more moment of either width.)"""
     mesh = Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("data", "model"))
     tx = OPTIMIZERS[name]()
     params = make_params()
@@ -74,7 +76,8 @@ def test_tree_map_params_lays_out_the_8bit_state_on_a_4x2_mesh(name):
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
     codes = got[1][0].nu.codes["w"]
-    assert codes.dtype == jnp.uint8
+    assert codes.dtype == jnp.uint8 and codes.shape == (8, 64 * got[1][0].nu.bits // 8)
+    assert codes.sharding.spec == P("data", "model")
     np.testing.assert_array_equal(np.asarray(codes), np.asarray(expected[1][0].nu.codes["w"]))
 
 
@@ -87,26 +90,38 @@ def test_without_the_template_the_param_spec_reaches_the_scales():
     assert not state[0].mu.specs_template
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize("jitted", [True, False], ids=["jit", "eager"])
-def test_a_cast_state_raises_at_update(dtype, jitted):
+# The 8-bit state every way; the 4-bit one once, its codes cast to float32.
+CASTS = [("adamw8bit", d, j) for d in (jnp.float32, jnp.bfloat16) for j in (True, False)]
+CASTS += [("adamw4bit", jnp.float32, True)]
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype", "jitted"),
+    CASTS,
+    ids=[f"{n}-{'jit' if j else 'eager'}-{jnp.dtype(d).name}" for n, d, j in CASTS],
+)
+def test_a_cast_state_raises_at_update(name, dtype, jitted):
     """tree_cast casts the codes too: update names what changed instead of reading codes
     as moments. The uncast state steps (the control)."""
-    tx = OPTIMIZERS["adamw8bit"]()
+    tx = OPTIMIZERS[name]()
     params = make_params()
     state = tx.init(params)
     update = jax.jit(tx.update) if jitted else tx.update
     update(grads_of(params), state, params)
     cast = optax.tree_utils.tree_cast(state, dtype)
-    name = jnp.dtype(dtype).name
-    with pytest.raises(TypeError, match=rf"scales\['b'\] is {name}, but .* must be uint8"):
+    dtype_name = jnp.dtype(dtype).name
+    with pytest.raises(TypeError, match=rf"scales\['b'\] is {dtype_name}, but .* must be uint8"):
         update(grads_of(params), cast, params)  # b's placeholder
-    only_8bit = {"w": params["w"]}
-    cast = optax.tree_utils.tree_cast(tx.init(only_8bit), dtype)
+    only_low_bit = {"w": params["w"]}
+    cast = optax.tree_utils.tree_cast(tx.init(only_low_bit), dtype)
     where = r"codes\['w'\]" if dtype == jnp.float32 else r"scales\['w'\]"
-    with pytest.raises(TypeError, match=rf"{where} is {name}.*tree_cast") as caught:
-        update(grads_of(only_8bit), cast, only_8bit)
+    with pytest.raises(TypeError, match=rf"{where} is {dtype_name}.*tree_cast") as caught:
+        update(grads_of(only_low_bit), cast, only_low_bit)
     assert "must be uint8" in str(caught.value) or "must be float32" in str(caught.value)
+    bits = name[5]
+    assert str(caught.value).startswith(f"The {bits}-bit moment")
+    if dtype == jnp.float32:
+        assert f"stored in {bits} bits" in str(caught.value)
 
 
 def test_a_float32_leaf_with_8bit_scales_raises():
@@ -125,22 +140,27 @@ def test_a_float32_leaf_with_8bit_scales_raises():
         bad.per_leaf()
 
 
+@pytest.mark.parametrize("bits", [8, 4])
 @pytest.mark.parametrize(
     "shapes",
     [
         {"w": (64, 512), "b": (512,)},
         {"embed": (256, 64), "w1": (64, 256), "w2": (256, 64), "b": (64,), "scale": ()},
-        {"w": (8, 4), "b": (4,)},  # no 8-bit leaf
+        {"w": (8, 4), "b": (4,)},  # no low-bit leaf
     ],
     ids=["mlp", "transformer-ish", "small"],
 )
-def test_repr_is_at_most_twice_optax_adamw(shapes):
+def test_repr_is_at_most_twice_optax_adamw(shapes, bits):
     params = {k: jnp.ones(s) for k, s in shapes.items()}
-    ours = repr(adam_optax.adamw8bit(1e-3, min_quantized_size=1024).init(params))
+    low_bit = adam_optax.adamw8bit if bits == 8 else adam_optax.adamw4bit
+    ours = repr(low_bit(1e-3, min_quantized_size=1024).init(params))
     theirs = repr(optax.adamw(1e-3).init(params))
     assert len(ours) <= 2 * len(theirs), (len(ours), len(theirs))
+    assert ("bits=4" in ours) == (bits == 4)
     if "w" in shapes and shapes["w"] == (64, 512):
-        assert "uint8[64,512]" in ours and "float32[64,2]" in ours
+        # 8-bit: a code a byte, blocks of 256; 4-bit: two codes a byte, blocks of 128
+        codes, blocks = (512, 2) if bits == 8 else (256, 4)
+        assert f"uint8[64,{codes}]" in ours and f"float32[64,{blocks}]" in ours
 
 
 def test_optax_tree_get_and_norm_read_the_dequantized_moment():
