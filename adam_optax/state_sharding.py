@@ -11,7 +11,7 @@ params it is (4 + 4 + 8)·Ψ → (4 + 4 + 8/N)·Ψ. Each device computes its sli
 state and of the updates; only the updates are all-gathered, back to the params' sharding.
 
 `shard_state` applies one rule, MaxText's ``shard_optimizer_over_data``, to every state
-leaf, so it works on any pytree state: optax's, ours, and adam_optax's 8-bit state. A
+leaf, so it works on any pytree state: optax's, ours, and adam_optax's 8- and 4-bit state. A
 state leaf that mirrors a params leaf (its path ends with the param's path and it has the
 param's shape, as ``mu['w']`` mirrors ``params['w']``) starts from that param's spec; the
 rule then adds the data axis to its first free dimension that the axis size divides
@@ -22,8 +22,9 @@ same whether ``init`` runs eagerly, under ``jit`` or under ``eval_shape``. Where
 not say how a params leaf is laid out (a traced array on a mesh with Auto axes, or with
 no mesh), ``init`` raises unless ``param_shardings`` says it: it never guesses.
 
-An 8-bit moment (a ``QuantizedTree``: a tree of uint8 ``codes`` shaped like the params and
-a tree of float32 ``scales``, one entry per block of ``block_size`` along the last axis) is
+An 8- or 4-bit moment (a ``QuantizedTree``: a tree of uint8 ``codes`` shaped like the params,
+half the last axis with 4 bits, and a tree of float32 ``scales``, one entry per block of
+``block_size`` along the last axis) is
 laid out leaf by leaf, each quantized leaf as a ``QuantizedArray``, cut in whole blocks:
 codes and scales on the same leading dimension when the axis size divides one; else on
 the last axis when every block is whole (its length divides the row) and the axis size
@@ -371,8 +372,8 @@ def shard_state(
 
     Every state leaf that mirrors a params leaf starts from that param's spec, and gets
     `axis` added to its first dimension that the axis size divides and that is not
-    already sharded (see `zero1_spec`); scalars (the step count) are replicated, and 8-bit
-    leaves are cut in whole blocks (see this module's docstring). `update` constrains the
+    already sharded (see `zero1_spec`); scalars (the step count) are replicated, and 8- and
+    4-bit leaves are cut in whole blocks (see this module's docstring). `update` constrains the
     new state to the same layout, so XLA computes only each device's slice of the moments,
     and the updates to the params' sharding, so only the updates are all-gathered. One
     warning names the leaves of `LARGE_LEAF_SIZE` elements or more left whole.
@@ -441,7 +442,7 @@ def shard_state(
         if unsharded:
             warnings.warn(
                 f"shard_state: no unsharded dimension of these leaves is divisible by the "
-                f"{axis!r} axis size {mesh.shape[axis]} (in whole blocks, for 8-bit leaves), "
+                f"{axis!r} axis size {mesh.shape[axis]} (in whole blocks, for quantized leaves), "
                 "so every device along it holds them whole: " + ", ".join(unsharded),
                 stacklevel=2,
             )

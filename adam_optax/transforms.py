@@ -10,7 +10,7 @@ Kingma & Ba (2014), Algorithm 1, for a gradient g at step t = 1, 2, ...::
 The learning rate and the sign are applied by the aliases (``adam`` and
 friends), as in optax. Dtype rules, stated once: the moments are stored in
 their state formats (``storage``: a dtype, 16-bit with stochastic rounding, or
-8-bit blocks), which the step reads and writes without knowing them; the
+8- or 4-bit blocks), which the step reads and writes without knowing them; the
 step's arithmetic, the hyperparameters and the bias corrections are in at
 least float32 (``_compute_dtype``); the update comes back in the gradient's
 dtype.
@@ -307,7 +307,7 @@ class _Blocks(NamedTuple):
             if isinstance(getattr(self, name), jax.core.Tracer):
                 raise TypeError(
                     f"{name} arrived traced at update: optax.inject_hyperparams made it a "
-                    f"hyperparameter, but it sets the 8-bit state's layout, which init fixed, "
+                    f"hyperparameter, but it sets the blockwise state's layout, which init fixed, "
                     f"so a new value could not take effect. Pass optax.inject_hyperparams(..., "
                     f"static_args=('block_size', 'min_quantized_size')), or do not pass {name}."
                 )
@@ -317,7 +317,7 @@ class _Blocks(NamedTuple):
         if block_size != moment.block_size:
             raise ValueError(
                 f"block_size is {block_size} at update, but init made the state with "
-                f"{moment.block_size}: it sets the 8-bit state's layout, so it cannot change "
+                f"{moment.block_size}: it sets the blockwise state's layout, so it cannot change "
                 "after init. Under optax.inject_hyperparams, leave "
                 "state.hyperparams['block_size'] as it is, or init a new state."
             )
@@ -328,7 +328,7 @@ class _Blocks(NamedTuple):
                     f"min_quantized_size is {int(self.min_quantized_size)} at update, which "
                     f"would {'' if self.applies(g) else 'not '}quantize params"
                     f"{jax.tree_util.keystr(path)} ({math.prod(jnp.shape(g))} elements), but "
-                    "init made the state with another value: it sets the 8-bit state's "
+                    "init made the state with another value: it sets the blockwise state's "
                     "layout, so it cannot change after init. Under optax.inject_hyperparams, "
                     "leave state.hyperparams['min_quantized_size'] as it is, or init a new "
                     "state."
@@ -348,7 +348,7 @@ class _Blocks(NamedTuple):
         )
 
     def zeros(self, params: Any, signed: bool, plain: Any) -> storage.QuantizedTree:
-        """A zero moment: 8-bit where it ``applies``, ``plain(param)`` elsewhere.
+        """A zero moment: 8- or 4-bit where it ``applies``, ``plain(param)`` elsewhere.
 
         Codes are sharded like their param; scales like it but for the last axis,
         which they share only where the param's cut of it falls on whole blocks;
@@ -402,7 +402,7 @@ def _init_moments(
     for float16 params: (1-b2)·g² rounds to 0 in float16 for |g| < 5.5e-3,
     and a later zero gradient would then divide m̂ by eps alone. With
     ``blocks``, mu and nu are ``storage.QuantizedTree``s whose leaves that
-    ``blocks`` applies to are 8-bit: m signed, v unsigned.
+    ``blocks`` applies to are 8- or 4-bit: m signed, v unsigned.
     """
     checks.inexact_params(params)
 
@@ -455,8 +455,8 @@ def _adam_family(
     bias correction: PyTorch and Keras) or "corrected" (the max of v̂_t: optax's
     ``amsgrad``) or "uncorrected" (the max of v_t, never corrected: optax's
     ``amsgrad(bias_correction_nu=False)``). The storage of the moments is
-    ``mu_dtype``/``nu_dtype``, or 8-bit ``blocks``, with ``stochastic_rounding``
-    for 16-bit and 8-bit ones (random bits from ``seed``, the step count and
+    ``mu_dtype``/``nu_dtype``, or 8- or 4-bit ``blocks``, with ``stochastic_rounding``
+    for 16-bit and blockwise ones (random bits from ``seed``, the step count and
     the leaf's index).
     """
     _check_decays_and_eps(b1, b2, eps, eps_root)
@@ -484,7 +484,7 @@ def _adam_family(
 
     def update_fn(updates, state, params=None):
         del params
-        # Leaf by leaf: 8-bit moments as QuantizedArray, the others as stored.
+        # Leaf by leaf: 8- and 4-bit moments as QuantizedArray, the others as stored.
         mu, nu = storage.per_leaf(state.mu), storage.per_leaf(state.nu)
         nu_max = storage.per_leaf(getattr(state, "nu_max", None))
         checks.updates_match(updates, mu, is_leaf=storage.is_quantized)
