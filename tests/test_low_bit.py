@@ -156,7 +156,9 @@ def test_small_leaves_stay_float32_and_big_ones_are_blockwise(bits):
     assert sum(x.nbytes for x in jax.tree.leaves(state)) == total
 
 
-@pytest.mark.parametrize("bits", BITS)
+# 8 bits only: the 4-bit step is held to the stricter test this one led to, exact block
+# maxima and the nearest code, in tests/test_low_bit_long.py.
+@pytest.mark.parametrize("bits", [8])
 def test_every_step_stores_the_new_moments_within_the_code_resolution(bits):
     """One step from a blockwise state rounded to nearest: the new block scales
     bound the exact new moments (computed in float64 from the dequantized old
@@ -392,13 +394,12 @@ def test_stochastic_rounding_is_unbiased(dtype):
     np.testing.assert_array_equal(storage.stochastic_round(exact, dtype, 1), low)
 
 
-# Each optimizer whose moments are stochastically rounded, by seed: bfloat16 m, and
-# blockwise 8- and 4-bit m and v.
+# Optimizers whose moments are stochastically rounded, by seed: bfloat16 m, and 4-bit m
+# and v (8-bit codes draw their random bits by the same code, storage._encode_with).
 ROUNDED = {
     "bfloat16": lambda seed: adam_optax.adam(
         1e-2, mu_dtype=jnp.bfloat16, stochastic_rounding=True, seed=seed
     ),
-    "8bit": lambda seed: adam_optax.adam8bit(1e-2, min_quantized_size=0, seed=seed),
     "4bit": lambda seed: adam_optax.adam4bit(1e-2, min_quantized_size=0, seed=seed),
 }
 

@@ -140,13 +140,14 @@ TOLERANCE = {
 }
 
 
-def _planted(tx: optax.GradientTransformation, factor: float) -> optax.GradientTransformation:
-    """``tx`` with its stored v multiplied by ``factor`` after every step (its block
-    scales are): a bias of one sign, planted to show that a check catches it."""
+def _planted(tx: optax.GradientTransformation, factors) -> optax.GradientTransformation:
+    """``tx`` with its stored v multiplied by ``factors`` after every step (its block
+    scales are; ``factors`` is a tree like the params of arrays that broadcast against
+    them): a bias of one sign per element, planted to show that a check catches it."""
 
     def update(updates, state, params=None):
         updates, state = tx.update(updates, state, params)
-        scales = jax.tree.map(lambda s: s * factor, state.nu.scales)
+        scales = jax.tree.map(lambda s, f: s * f, state.nu.scales, factors)
         return updates, state._replace(nu=dataclasses.replace(state.nu, scales=scales))
 
     return optax.GradientTransformation(tx.init, update)
@@ -171,29 +172,35 @@ def _rows(leaf: str, rows: int):
 
 _FOUR = TOLERANCE[4]
 # The biases planted in 4-bit runs, each far below a code gap per store, and the part of
-# the streams each runs on: v 2·tol above float32's in the long run (+1.8e-4 per store);
-# v low enough that the updates, ∝ 1/√v, are 2·tol above float32's (-1.4e-3 per store);
-# and round-to-nearest, which ratchets a decaying v up (see the rare-class test).
+# the streams each runs on. On the spread's first row, v 2·tol above float32's in the long
+# run (+1.8e-4 per store); on its second, v low enough that the updates, ∝ 1/√v, are 2·tol
+# above float32's (-1.4e-3 per store). On the head, round-to-nearest, which ratchets a
+# decaying v up (see the rare-class test). A planted run costs as much per step as the
+# leaves it steps, whatever their size: hence two rows each, and two runs.
+_V_SCALED = np.array([_factor_for(1 + 2 * _FOUR.nu), _factor_for((1 + 2 * _FOUR.update) ** -2)])
 PLANTED = {
-    "v_high": (
-        _planted(BLOCKWISE[4](min_quantized_size=0), _factor_for(1 + 2 * _FOUR.nu)),
-        _rows("spread", 1),
-    ),
-    "v_low": (
-        _planted(BLOCKWISE[4](min_quantized_size=0), _factor_for((1 + 2 * _FOUR.update) ** -2)),
-        _rows("spread", 1),
+    "v_scaled": (
+        _planted(BLOCKWISE[4](min_quantized_size=0), {"spread": _V_SCALED[:, None]}),
+        _rows("spread", 2),
     ),
     "nearest": (BLOCKWISE[4](min_quantized_size=0, stochastic_rounding=False), _rows("head", 2)),
 }
 
 
+def _row(run, leaf: str, row: int):
+    """(ν, ν32, u, u32) of one row of ``leaf`` in a run's results."""
+    return tuple({leaf: x[leaf][..., row : row + 1, :]} for x in run)
+
+
 @pytest.fixture(scope="module")
 def long_run():
     """name -> (ν, ν32, u, u32) at every 1,000th step: for 8 and 4 bits (the default,
-    stochastic rounding), both streams; for each planted bias, its part of one."""
+    stochastic rounding), both streams; for each planted bias, its rows of one."""
     params = {"spread": jnp.zeros(SPREAD), "head": jnp.zeros(HEAD)}
     runs = {f"{bits}bit": (BLOCKWISE[bits](min_quantized_size=0), _both) for bits in BITS}
-    return _run_side_by_side(runs | PLANTED, _gradients, params)
+    results = _run_side_by_side(runs | PLANTED, _gradients, params)
+    scaled = results.pop("v_scaled")
+    return results | {"v_high": _row(scaled, "spread", 0), "v_low": _row(scaled, "spread", 1)}
 
 
 def _spread_statistic(run, decades: int, statistic: str) -> np.ndarray:
@@ -387,19 +394,24 @@ def test_a_non_finite_gradient_element_harms_no_other_element(bits):
         assert np.isfinite(got[_BAD_STEP + 1 :, 1, 7]).all(), name  # the state recovers
 
 
-@pytest.mark.parametrize("bits", BITS)
-@pytest.mark.parametrize("shape", [(8, 600), (2, 1100)])
+@pytest.mark.parametrize(
+    "bits, shape",
+    [
+        pytest.param(bits, shape, id=f"{bits}bit-{shape[0]}x{shape[1]}")
+        for bits, shape in [(8, (8, 600)), (8, (2, 1100)), (4, (8, 600))]
+    ],
+)
 @pytest.mark.parametrize("stochastic_rounding", [False, True], ids=["nearest", "stochastic"])
 def test_update_stores_each_block_at_its_exact_absmax_and_each_element_at_a_neighbouring_code(
-    stochastic_rounding, shape, bits
+    stochastic_rounding, bits, shape
 ):
     """The round trip through ``update`` itself: after a step from a blockwise
     state, each block's scale is the absmax of the exact new moments (computed
     in float64 from the dequantized old state), and each stored value is the
     nearest code value (round-to-nearest) or one of the two around it
     (stochastic rounding). The stored values are read from the codes here, by
-    tests/codes.py's map and unpacking, not by dequantize. A ragged last block
-    (600 = 2·256 + 88 = 4·128 + 88, 1100 = 4·256 + 76 = 8·128 + 76) included:
+    tests/codes.py's map and unpacking, as well as by dequantize. A ragged last
+    block (600 = 2·256 + 88 = 4·128 + 88, 1100 = 4·256 + 76) included:
     ``storage.apply`` reduces the whole blocks before it in a loop of their own."""
     rng = np.random.default_rng(1)
     b1, b2, block = 0.9, 0.999, BLOCK[bits]
