@@ -1,12 +1,16 @@
-"""Low-bit Adam state: 8-bit blockwise moments and 16-bit moments with stochastic rounding.
+"""Low-bit Adam state: 8- and 4-bit blockwise moments and 16-bit moments with stochastic
+rounding.
 
-References are independent of adam_optax: the dynamic code map is rebuilt here
-from Dettmers et al. (2021)'s description, block maxima and nearest codes are
+References are independent of adam_optax: the dynamic code maps and the 4-bit byte layout
+are rebuilt in tests/codes.py from their descriptions, block maxima and nearest codes are
 brute-forced in NumPy, and trajectories are judged against the float64 Adam of
-tests/reference.py.
+tests/reference.py. Every property of the blockwise moments runs for each code width in
+``tests.codes.BITS``.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -19,119 +23,151 @@ from jax.sharding import PartitionSpec as P
 import adam_optax
 from adam_optax import storage
 from tests import reference
+from tests.codes import BITS, BLOCK, TOP_GAP, code_values, dynamic_map, unpack
 
-# --- The code map and the round trip ------------------------------------------------------------
+# --- The code maps and the round trip -----------------------------------------------------------
 
-
-def dynamic_map(signed: bool) -> np.ndarray:
-    """The sorted magnitudes of the dynamic map, from the paper's description, float64.
-
-    After the sign (signed map only), e zero bits give the decade 10^-e, a one
-    bit ends them, and the remaining bits are a linear fraction in (0.1, 1]:
-    2^(b-e) values per decade, b = 6 (signed) or 7 (unsigned), plus zero,
-    which the unsigned map (for v) replaces by 1e-8 (see adam_optax.storage).
-    """
-    b = 6 if signed else 7
-    values = {0.0 if signed else 1e-8}
-    for e in range(b + 1):
-        fraction_bits = b - e
-        low = 0.0 if e == b else 0.1
-        for i in range(1, 2**fraction_bits + 1):
-            values.add(10.0**-e * (low + (1 - low) * i / 2**fraction_bits))
-    magnitudes = np.array(sorted(values))
-    return np.concatenate([-magnitudes[:0:-1], magnitudes]) if signed else magnitudes
+# The 4-bit maps written out by hand (the signed one's magnitudes; the unsigned one has no
+# zero: 1e-4, 1e-3, then 2, 4 and 8 equal steps up to 0.01, 0.1 and 1): a check of
+# tests/codes.py's generator that does not run it.
+FOUR_BIT_MAPS = {
+    True: [0.0, 0.01, 0.055, 0.1, 0.325, 0.55, 0.775, 1.0],
+    False: [1e-4, 1e-3, 0.0055, 0.01, 0.0325, 0.055, 0.0775, 0.1]
+    + [0.1 + 0.9 * i / 8 for i in range(1, 9)],
+}
 
 
+@pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
-def test_code_map_is_the_dynamic_map(signed):
-    expected = dynamic_map(signed)
-    got = storage.code_map(signed)
-    assert len(expected) == (255 if signed else 256)
+def test_code_map_is_the_dynamic_map(signed, bits):
+    expected = dynamic_map(signed, bits)
+    got = storage.code_map(signed, bits)
+    assert len(expected) == 2**bits - signed and len(got) == 2**bits
     np.testing.assert_allclose(got[: len(expected)], expected, rtol=1e-7, atol=0)
     assert got.dtype == np.float32 and got[-1] == 1.0
+    if signed:
+        assert np.sum(got == 0) == 1
+    else:  # v's map has no zero: a v too small for its block reads back above 0
+        assert got.min() > 0 and got.min() == np.float32(10.0**-bits)
+    if bits == 4:
+        magnitudes = np.abs(expected[expected >= 0]) if signed else expected
+        np.testing.assert_allclose(magnitudes, FOUR_BIT_MAPS[signed], rtol=1e-12)
+    assert np.diff(expected).max() == pytest.approx(TOP_GAP[bits, signed])
 
 
+@pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
-def test_round_trip_is_nearest_code_within_the_block_bound(signed):
-    """Blocks of 256 along the last axis, a ragged last block (700 = 2·256 + 188);
-    each element decodes to the map value nearest to x / absmax, so its error
-    is at most half the largest gap of the map times the block's absmax."""
+def test_round_trip_is_nearest_code_within_the_block_bound(signed, bits):
+    """Blocks of 256 (8 bits) or 128 (4 bits) along the last axis, a ragged last
+    block (700 = 2·256 + 188 = 5·128 + 60); each block is stored at its exact
+    absmax, and each element as the code of the map value nearest to
+    x / absmax, so its error is at most half the largest gap of the map times
+    the block's absmax. The 4-bit codes are unpacked here from their bytes
+    (element 2j in the low half of byte j) and read through the map of
+    tests/codes.py, as well as through dequantize."""
     rng = np.random.default_rng(0)
-    shape, block = (3, 700), 256
+    shape, block = (3, 700), BLOCK[bits]
     x = rng.standard_normal(shape) * 10.0 ** rng.uniform(-6, 1, shape)
     x[1, 300:400] = 0.0  # zeros and an all-zero tail block
     x[2, 512:] = 0.0
     x = (x if signed else x**2).astype(np.float32)
-    q = jax.jit(storage.quantize, static_argnames=("signed", "block_size"))(
-        jnp.asarray(x), signed=signed, block_size=block
+    q = jax.jit(storage.quantize, static_argnames=("signed", "block_size", "bits"))(
+        jnp.asarray(x), signed=signed, block_size=block, bits=bits
     )
-    assert q.codes.shape == shape and q.codes.dtype == jnp.uint8
-    assert q.scales.shape == (3, 3) and q.scales.dtype == jnp.float32
+    blocks = -(-700 // block)
+    assert q.codes.shape == (3, 700 * bits // 8) and q.codes.dtype == jnp.uint8
+    assert q.scales.shape == (3, blocks) and q.scales.dtype == jnp.float32
+    assert q.bits == bits and q.shape == shape
 
     starts = range(0, 700, block)
     absmax = np.stack([np.abs(x[:, s : s + block]).max(-1) for s in starts], axis=-1)
     np.testing.assert_array_equal(np.asarray(q.scales), absmax)
 
-    table = dynamic_map(signed)
+    table = dynamic_map(signed, bits)
     per_element = np.repeat(absmax, block, axis=-1)[:, :700].astype(np.float64)
     normalized = np.divide(x, per_element, out=np.zeros(shape), where=per_element > 0)
-    nearest = np.abs(normalized[..., None] - table).min(-1)
+    codes = unpack(q.codes, bits)
+    assert codes.max() < len(table)  # the signed map's spare last code is never written
+    mine = code_values(signed, bits)[codes] * per_element  # read back by the reference
     got = np.asarray(jax.jit(storage.dequantize_array)(q), np.float64)
-    error = np.abs(got - x)
+    np.testing.assert_allclose(got, mine, rtol=1e-6, atol=0)
     # nearest value, up to float32 rounding of x / absmax and of code * absmax
+    nearest = np.abs(normalized[..., None] - table).min(-1)
+    error = np.abs(got - x)
     assert np.all(error <= (nearest + 3e-7) * per_element + 1e-30)
     half_largest_gap = np.diff(table).max() / 2
-    assert half_largest_gap == pytest.approx((0.9 / 64 if signed else 0.9 / 128) / 2)
+    assert half_largest_gap == pytest.approx(TOP_GAP[bits, signed] / 2)
     assert np.all(error <= (half_largest_gap + 1e-7) * per_element)
     if signed:
         assert np.all(got[x == 0] == 0)
-    else:  # the unsigned map's smallest value is 1e-8 of the absmax
+    else:  # the unsigned map's smallest value is 1e-8 (8 bits) or 1e-4 (4) of the absmax
         assert np.all(got >= 0)
-        assert np.all(got[x == 0] <= 1.0001e-8 * per_element[x == 0])
+        assert np.all(got[x == 0] <= table[0] * 1.0001 * per_element[x == 0])
         assert np.all(got[2, 512:] == 0)  # an all-zero block has scale 0
 
 
 # --- State layout -------------------------------------------------------------------------------
 
 
-def test_small_leaves_stay_float32_and_big_ones_are_8bit():
+BLOCKWISE = {8: adam_optax.scale_by_adam8bit, 4: adam_optax.scale_by_adam4bit}
+ALIASES = {8: adam_optax.adam8bit, 4: adam_optax.adam4bit}
+
+
+@pytest.mark.parametrize("bits", BITS)
+def test_small_leaves_stay_float32_and_big_ones_are_blockwise(bits):
+    """Leaves of at least 4096 elements get ``bits``-bit codes, with 4 bits two per byte
+    along the last axis, so only those of an even last axis; the others keep float32
+    moments, beside a placeholder byte per row."""
     params = {
         "big": jnp.ones((64, 80)),  # 5120 >= 4096 elements
         "big_bf16": jnp.ones((4096,), jnp.bfloat16),
         "small": jnp.ones((63, 64), jnp.bfloat16),  # 4032 < 4096
         "scalar": jnp.ones(()),
+        "odd": jnp.ones((64, 65)),  # 4160 >= 4096, but an odd last axis
     }
-    state = adam_optax.adam8bit(1e-3, block_size=32).init(params)[0]
+    state = ALIASES[bits](1e-3, block_size=32).init(params)[0]
+    plain = ["small", "scalar"] + ["odd"] * (bits == 4)
     for stored, signed in ((state.mu, True), (state.nu, False)):
         assert isinstance(stored, adam_optax.QuantizedTree) and stored.signed is signed
+        assert stored.bits == bits
         assert stored.scales["small"].shape == (63, 1, 1)  # a placeholder: one axis more
         moments = stored.per_leaf()
         big = moments["big"]
-        assert isinstance(big, adam_optax.QuantizedArray)
-        assert big.codes.shape == (64, 80) and big.codes.dtype == jnp.uint8
+        assert isinstance(big, adam_optax.QuantizedArray) and big.bits == bits
+        assert big.codes.shape == (64, 80 * bits // 8) and big.codes.dtype == jnp.uint8
         assert big.scales.shape == (64, 3) and big.scales.dtype == jnp.float32  # 80 = 32+32+16
         assert big.signed is signed and big.shape == (64, 80) and big.block_size == 32
         assert moments["big_bf16"].scales.shape == (128,)
-        for name in ("small", "scalar"):
+        for name in plain:
             assert moments[name].dtype == jnp.float32, name
             assert moments[name].shape == params[name].shape
         np.testing.assert_array_equal(adam_optax.dequantize(stored)["big"], np.zeros((64, 80)))
     assert state.count.dtype == jnp.int32
-    # The float32 leaves: their moments, and a placeholder byte per row (and per scalar).
-    plain_bytes = 2 * 4 * (63 * 64 + 1) + 2 * (63 + 1)
-    state_bytes = sum(x.nbytes for x in jax.tree.leaves(state)) - 4 - plain_bytes  # 4: count
-    assert state_bytes / (64 * 80 + 4096) == pytest.approx(2 + 8 / 32, rel=0.02)
+    # The float32 leaves: their moments, and a placeholder byte per row (and per scalar);
+    # the others: the codes of m and v, bits/8 bytes per parameter, and their float32
+    # scale per block of 32 (or fewer, at the end of a row).
+    total = 4  # the count
+    for name, p in params.items():
+        rows, last = int(np.prod(p.shape[:-1])), (p.shape or (1,))[-1]
+        if name in plain:
+            total += 2 * (4 * p.size + rows)
+        else:
+            total += 2 * (p.size * bits // 8 + 4 * rows * -(-last // 32))
+    assert sum(x.nbytes for x in jax.tree.leaves(state)) == total
 
 
-def test_every_step_stores_the_new_moments_within_the_code_resolution():
-    """One step from an 8-bit state rounded to nearest: the new block scales
+# 8 bits only: the 4-bit step is held to the stricter test this one led to, exact block
+# maxima and the nearest code, in tests/test_low_bit_long.py.
+@pytest.mark.parametrize("bits", [8])
+def test_every_step_stores_the_new_moments_within_the_code_resolution(bits):
+    """One step from a blockwise state rounded to nearest: the new block scales
     bound the exact new moments (computed in float64 from the dequantized old
     state), and each stored moment is within half the map's largest gap times
     its block scale (a whole gap with stochastic rounding: see
     tests/test_low_bit_long.py)."""
     rng = np.random.default_rng(1)
-    shape, b1, b2 = (8, 600), 0.9, 0.999
-    tx = adam_optax.scale_by_adam8bit(b1, b2, min_quantized_size=0, stochastic_rounding=False)
+    shape, b1, b2, block = (8, 600), 0.9, 0.999, BLOCK[bits]
+    tx = BLOCKWISE[bits](b1, b2, min_quantized_size=0, stochastic_rounding=False)
     state = tx.init(jnp.zeros(shape))
     grads = [rng.standard_normal(shape).astype(np.float32) * rng.uniform(0.1, 10) for _ in range(4)]
     update = jax.jit(tx.update)
@@ -142,29 +178,48 @@ def test_every_step_stores_the_new_moments_within_the_code_resolution():
     g = grads[-1].astype(np.float64)
     exact_m = b1 * np.asarray(old.mu, np.float64) + (1 - b1) * g
     exact_v = b2 * np.asarray(old.nu, np.float64) + (1 - b2) * g * g
+    starts = range(0, 600, block)
     for stored, exact, signed in ((new.mu, exact_m, True), (new.nu, exact_v, False)):
-        scales = np.repeat(np.asarray(stored.scales, np.float64), 256, axis=-1)[:, :600]
-        absmax = np.stack([np.abs(exact[:, s : s + 256]).max(-1) for s in (0, 256, 512)], -1)
+        assert stored.bits == bits and stored.block_size == block
+        scales = np.repeat(np.asarray(stored.scales, np.float64), block, axis=-1)[:, :600]
+        absmax = np.stack([np.abs(exact[:, s : s + block]).max(-1) for s in starts], -1)
         assert np.all(np.asarray(stored.scales) >= absmax * (1 - 1e-6))
-        half_gap = np.diff(dynamic_map(signed)).max() / 2
+        half_gap = np.diff(dynamic_map(signed, bits)).max() / 2
         error = np.abs(np.asarray(adam_optax.dequantize(stored)) - exact)
         assert np.all(error <= (half_gap + 1e-6) * scales)
 
 
-def test_a_v_too_small_to_store_does_not_blow_up_a_zero_gradient_step():
-    """In a block whose largest |g| is 1, elements with |g| = 1e-4 and 1e-5 have
-    a storable m but a v below the map's range. Then their gradient is 0 for a
-    step: float32 Adam's update is m̂ / sqrt(v̂) ≈ 0.9; were v read back as 0,
-    it would be m̂ / eps ≈ 1e4. Overstating a tiny v can only shrink it."""
+# Per code width, the |g| of the tiny elements relative to their block's largest: m is
+# within the signed map's range (its smallest nonzero value is 1e-6 of the block's absmax
+# with 8 bits, 1e-2 with 4, where 5e-3 and 2e-3 round up to it with probability 1/2 and 1/5),
+# v = g² is below the unsigned map's smallest value (1e-8, 1e-4).
+TINY_GRADIENTS = {8: [1e-4, 1e-5], 4: [5e-3, 2e-3]}
+
+
+@pytest.mark.parametrize("bits", BITS)
+def test_a_v_too_small_to_store_does_not_blow_up_a_zero_gradient_step(bits):
+    """In a block whose largest |g| is 1, 16 elements of each tiny |g| have an
+    m the map can store but a v below the map's range. Then their gradient is
+    0 for a step: float32 Adam's update is m̂ / sqrt(v̂) ≈ 0.9; were v read back
+    as 0, it would be m̂ / eps, 1e4 or more. v never reads back as 0 where
+    float32's is not; overstating a tiny v can only shrink the update (m's
+    smallest nonzero value is the square root of v's smallest, so the update
+    of an element stored at both is the block's largest element's, ≤ 1)."""
     g = np.ones(256, np.float32)
-    g[1:3] = [1e-4, 1e-5]
-    zero_step = g * (np.arange(256) >= 3)
-    for tx in (adam_optax.scale_by_adam8bit(min_quantized_size=0), adam_optax.scale_by_adam()):
+    tiny = slice(1, 1 + 16 * len(TINY_GRADIENTS[bits]))
+    g[tiny] = np.repeat(TINY_GRADIENTS[bits], 16)
+    zero_step = g * (np.arange(256) >= tiny.stop)
+    results = []
+    for tx in (BLOCKWISE[bits](min_quantized_size=0), adam_optax.scale_by_adam()):
         state, update = tx.init(jnp.zeros(256)), jax.jit(tx.update)
         for _ in range(20):
             _, state = update(jnp.asarray(g), state)
-        updates = np.asarray(update(jnp.asarray(zero_step), state)[0])
-        assert np.all(np.abs(updates) <= 1.0), updates[:3]
+        nu = np.asarray(adam_optax.dequantize(state.nu))
+        results.append((nu, np.asarray(update(jnp.asarray(zero_step), state)[0])))
+    (nu, updates), (nu32, _) = results
+    assert np.all(nu32 > 0) and np.all(nu > 0), np.flatnonzero(nu == 0)
+    assert np.all(nu[tiny] <= 1.0001 * 10.0**-bits * nu.max())  # below the map: its bottom
+    assert np.all(np.abs(updates) <= 1.0), updates[tiny]
 
 
 def _run(tx, params, grads, jit=True):
@@ -181,12 +236,14 @@ def _run(tx, params, grads, jit=True):
     return history, state
 
 
-def test_jit_equals_eager():
+@pytest.mark.parametrize("bits", BITS)
+def test_jit_equals_eager(bits):
     rng = np.random.default_rng(2)
     params = jnp.asarray(rng.standard_normal((16, 300)), jnp.float32)
     grads = [jnp.asarray(rng.standard_normal((16, 300)), jnp.float32) for _ in range(2)]
-    tx = adam_optax.scale_by_adam8bit(min_quantized_size=0)
+    tx = BLOCKWISE[bits](min_quantized_size=0)
     (jitted, s_jit), (eager, s_eager) = _run(tx, params, grads), _run(tx, params, grads, jit=False)
+    assert s_jit.mu.bits == bits
     np.testing.assert_allclose(jitted[-1], eager[-1], rtol=1e-6, atol=1e-7)
     for a, b in zip(jax.tree.leaves(s_jit), jax.tree.leaves(s_eager), strict=True):
         if a.dtype == jnp.uint8:  # codes: the same, but for a rare rounding tie
@@ -358,19 +415,40 @@ def test_stochastic_rounding_is_unbiased(dtype):
     np.testing.assert_array_equal(storage.stochastic_round(exact, dtype, 1), low)
 
 
-def _sr_state(seed, count=0):
-    tx = adam_optax.adam(1e-2, mu_dtype=jnp.bfloat16, stochastic_rounding=True, seed=seed)
+# Optimizers whose moments are stochastically rounded, by seed: bfloat16 m, and 4-bit m
+# and v (8-bit codes draw their random bits by the same code, storage._encode_with).
+ROUNDED = {
+    "bfloat16": lambda seed: adam_optax.adam(
+        1e-2, mu_dtype=jnp.bfloat16, stochastic_rounding=True, seed=seed
+    ),
+    "4bit": lambda seed: adam_optax.adam4bit(1e-2, min_quantized_size=0, seed=seed),
+}
+
+
+@functools.cache
+def _rounded(name, seed):
+    """The optimizer and its jitted update, once per seed (a seed is compiled in)."""
+    tx = ROUNDED[name](seed)
+    return tx, jax.jit(tx.update)
+
+
+def _sr_state(name, seed, count=0):
+    """The stored moments (their codes for blockwise ones) after one step at ``count``."""
+    tx, update = _rounded(name, seed)
     params = jnp.zeros(1000)
     state = tx.init(params)
     state = (state[0]._replace(count=jnp.asarray(count, jnp.int32)), *state[1:])
     g = jnp.asarray(np.random.default_rng(6).standard_normal(1000), jnp.float32)
-    return np.asarray(tx.update(g, state, params)[1][0].mu, np.float32)
+    new = update(g, state, params)[1][0]
+    stored = [new.mu] if name == "bfloat16" else [new.mu.codes, new.nu.codes]
+    return np.concatenate([np.asarray(x, np.float32).ravel() for x in jax.tree.leaves(stored)])
 
 
-def test_stochastic_rounding_is_reproducible():
-    np.testing.assert_array_equal(_sr_state(0), _sr_state(0))
-    assert np.mean(_sr_state(0) != _sr_state(1)) > 0.1  # another seed
-    assert np.mean(_sr_state(0) != _sr_state(0, count=7)) > 0.1  # another step
+@pytest.mark.parametrize("name", ROUNDED)
+def test_stochastic_rounding_is_reproducible(name):
+    np.testing.assert_array_equal(_sr_state(name, 0), _sr_state(name, 0))
+    assert np.mean(_sr_state(name, 0) != _sr_state(name, 1)) > 0.1  # another seed
+    assert np.mean(_sr_state(name, 0) != _sr_state(name, 0, count=7)) > 0.1  # another step
 
 
 def _nu_after(steps, g, nu0, stochastic):
