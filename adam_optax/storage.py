@@ -3,7 +3,7 @@
 The per-leaf Adam step (``transforms._adam_step``) is an elementwise function
 of g and the moments; ``apply`` feeds it the stored moments and stores what it
 returns, so the step never looks at the format. A moment is stored in one of
-three ways, decided once at ``init``:
+four ways, decided once at ``init``:
 
 - **plain**: an array of the state dtype, written with round-to-nearest
   (``x.astype(dtype)``). The float32 default; nothing else happens.
@@ -19,23 +19,31 @@ three ways, decided once at ``init``:
   last axis. A value x in a block with absmax s is stored as the code of the
   map value nearest to x / s (or, with stochastic rounding, of one of the two
   map values around it, unbiased in value), and read back as
-  ``CODE_MAP[code] · s``. s is the exact absmax of the block's finite values.
+  ``code_map(signed, bits)[code] · s``. s is the exact absmax of the block's
+  finite values.
+- **4-bit blockwise** (Li, Chen & Zhu 2023, "Memory Efficient Optimizers with
+  4-bit States"): the same with 16 codes, two per byte along the last axis
+  (element 2j in the low half of byte j); an odd row leaves its last byte half
+  unused and has one zero scale more, which tells it from a row one longer.
+  The codec computes the two halves of a byte apart (see ``_parts``).
 
 The code maps are the "dynamic" maps of Dettmers et al., built from their
 description: a magnitude in decade e (10^-(e+1), 10^-e] is e leading zero bits,
 an indicator bit and a linear fraction in the remaining bits, so each decade
 has half the steps of the one above it. With ``b`` bits for the exponent and
-fraction (7 unsigned, for v >= 0; 6 signed, for m, plus a sign), decade
+fraction (7 unsigned, for v >= 0; 6 signed, for m, plus a sign; 3 and 2 with
+4-bit codes, which gives Li et al.'s dynamic-exponent maps), decade
 e = 0..b-1 holds 2^(b-e) equally spaced values ending at 10^-e, and
 [0, 10^-b] holds just 0 and 10^-b. Relative to the block's absmax, the
 largest gap is 0.9/128 (unsigned) and 0.9/64 (signed), at the top decade;
-values down to 1e-7 (unsigned) and 1e-6 (signed) are nonzero. Here the codes
+values down to 1e-7 (unsigned) and 1e-6 (signed) are nonzero (4 bits: 0.9/8
+and 0.9/4, down to 1e-3 and 1e-2). Here the codes
 are the values' ranks (code 0 is the smallest value), so that encoding is
 arithmetic: a few comparisons to find the decade, then one rounding.
 
 One departure: the unsigned map (for v) has no zero. Its smallest code stands
-for 1e-8 of the block's absmax (the map's 0 moved one decade down), so a v too
-small to store reads back as 1e-8·absmax, not 0. With a 0, an element whose
+for 1e-8 (4 bits: 1e-4) of the block's absmax (the map's 0 moved one decade
+down), so a v too small to store reads back as that, not 0. With a 0, an element whose
 |g| is below 2e-4 of its block's largest keeps a nonzero m but a zero v, and
 its next zero-gradient step divides m by eps alone: an update 1e4 times too
 large. Overstating a tiny v only shrinks that element's update.
