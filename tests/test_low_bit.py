@@ -116,17 +116,17 @@ ALIASES = {8: adam_optax.adam8bit, 4: adam_optax.adam4bit}
 @pytest.mark.parametrize("bits", BITS)
 def test_small_leaves_stay_float32_and_big_ones_are_blockwise(bits):
     """Leaves of at least 4096 elements get ``bits``-bit codes, with 4 bits two per byte
-    along the last axis, so only those of an even last axis; the others keep float32
-    moments, beside a placeholder byte per row."""
+    along the last axis (an odd row's last byte half used, and one zero scale more per
+    row); the others keep float32 moments, beside a placeholder byte per row."""
     params = {
         "big": jnp.ones((64, 80)),  # 5120 >= 4096 elements
         "big_bf16": jnp.ones((4096,), jnp.bfloat16),
         "small": jnp.ones((63, 64), jnp.bfloat16),  # 4032 < 4096
         "scalar": jnp.ones(()),
-        "odd": jnp.ones((64, 65)),  # 4160 >= 4096, but an odd last axis
+        "odd": jnp.ones((64, 65)),  # 4160 >= 4096, an odd last axis
     }
     state = ALIASES[bits](1e-3, block_size=32).init(params)[0]
-    plain = ["small", "scalar"] + ["odd"] * (bits == 4)
+    plain = ["small", "scalar"]
     for stored, signed in ((state.mu, True), (state.nu, False)):
         assert isinstance(stored, adam_optax.QuantizedTree) and stored.signed is signed
         assert stored.bits == bits
@@ -141,6 +141,10 @@ def test_small_leaves_stay_float32_and_big_ones_are_blockwise(bits):
         for name in plain:
             assert moments[name].dtype == jnp.float32, name
             assert moments[name].shape == params[name].shape
+        odd = moments["odd"]
+        assert odd.shape == (64, 65) and odd.codes.shape == (64, 65 if bits == 8 else 33)
+        assert odd.scales.shape == (64, 3 + (bits == 4))  # 65 = 32+32+1, and a 4-bit marker
+        np.testing.assert_array_equal(adam_optax.dequantize(stored)["odd"], np.zeros((64, 65)))
         np.testing.assert_array_equal(adam_optax.dequantize(stored)["big"], np.zeros((64, 80)))
     assert state.count.dtype == jnp.int32
     # The float32 leaves: their moments, and a placeholder byte per row (and per scalar);
@@ -152,7 +156,9 @@ def test_small_leaves_stay_float32_and_big_ones_are_blockwise(bits):
         if name in plain:
             total += 2 * (4 * p.size + rows)
         else:
-            total += 2 * (p.size * bits // 8 + 4 * rows * -(-last // 32))
+            marker = bits == 4 and last % 2  # a zero scale that marks an odd row
+            codes = rows * -(-last * bits // 8)
+            total += 2 * (codes + 4 * rows * (-(-last // 32) + marker))
     assert sum(x.nbytes for x in jax.tree.leaves(state)) == total
 
 

@@ -398,7 +398,7 @@ def test_a_non_finite_gradient_element_harms_no_other_element(bits):
     "bits, shape",
     [
         pytest.param(bits, shape, id=f"{bits}bit-{shape[0]}x{shape[1]}")
-        for bits, shape in [(8, (8, 600)), (8, (2, 1100)), (4, (8, 600))]
+        for bits, shape in [(8, (8, 600)), (8, (2, 1100)), (4, (8, 600)), (4, (2, 601))]
     ],
 )
 @pytest.mark.parametrize("stochastic_rounding", [False, True], ids=["nearest", "stochastic"])
@@ -412,7 +412,8 @@ def test_update_stores_each_block_at_its_exact_absmax_and_each_element_at_a_neig
     (stochastic rounding). The stored values are read from the codes here, by
     tests/codes.py's map and unpacking, as well as by dequantize. A ragged last
     block (600 = 2·256 + 88 = 4·128 + 88, 1100 = 4·256 + 76) included:
-    ``storage.apply`` reduces the whole blocks before it in a loop of their own."""
+    ``storage.apply`` reduces the whole blocks before it in a loop of their own. An odd
+    4-bit row (601) leaves its last byte's high half unused, and has one scale more, 0."""
     rng = np.random.default_rng(1)
     b1, b2, block = 0.9, 0.999, BLOCK[bits]
     tx = BLOCKWISE[bits](b1, b2, min_quantized_size=0, stochastic_rounding=stochastic_rounding)
@@ -431,10 +432,14 @@ def test_update_stores_each_block_at_its_exact_absmax_and_each_element_at_a_neig
         assert stored.bits == bits and stored.block_size == block
         starts = range(0, shape[-1], block)
         absmax = np.stack([np.abs(exact[:, s : s + block]).max(-1) for s in starts], -1)
-        np.testing.assert_allclose(np.asarray(stored.scales), absmax, rtol=1e-5)
+        stored_scales = np.asarray(stored.scales, np.float64)
+        if bits == 4 and shape[-1] % 2:  # the odd row's marker
+            np.testing.assert_array_equal(stored_scales[:, -1], 0.0)
+            stored_scales = stored_scales[:, :-1]
+        np.testing.assert_allclose(stored_scales, absmax, rtol=1e-5)
         per_element = np.repeat(absmax, block, axis=-1)[:, : shape[-1]]
-        got = code_values(stored.signed, bits)[unpack(stored.codes, bits)]
-        scales = np.repeat(np.asarray(stored.scales, np.float64), block, -1)[:, : shape[-1]]
+        got = code_values(stored.signed, bits)[unpack(stored.codes, bits)[:, : shape[-1]]]
+        scales = np.repeat(stored_scales, block, -1)[:, : shape[-1]]
         read = np.asarray(adam_optax.dequantize(stored))  # as the reference reads the codes
         np.testing.assert_allclose(read, got * scales, rtol=1e-6, atol=0)
         table = dynamic_map(stored.signed, bits)
