@@ -10,8 +10,12 @@ import re
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+
+import adam_optax
 
 pytest.importorskip("flax")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -24,15 +28,28 @@ BYTE_LM_TINY = ["--megabytes", "0.01", "--width", "32", "--layers", "1", "--head
 BYTE_LM_TINY += ["--context", "32", "--batch-size", "8", "--learning-rate", "1e-2"]
 
 
-@pytest.mark.parametrize(("state", "smallest"), [("8bit", 7.0), ("4bit", 6.0)])
-def test_bfloat16_byte_lm_learns_in_bfloat16_with_a_small_state(state, smallest, capsys):
-    runs = bfloat16_byte_lm.main([*BYTE_LM_TINY, "--state", state])
+def test_bfloat16_byte_lm_learns_in_bfloat16_with_a_small_state(capsys):
+    runs = bfloat16_byte_lm.main(BYTE_LM_TINY)
     history, per_param = runs["bfloat16"]
     assert history.test_loss[-1] < np.log(256) - 1  # far below a uniform guess over bytes
-    # Tiny leaves keep float32 moments; large ones 8 or 4 bits.
-    assert smallest < per_param < 16.0
+    assert 7.0 < per_param < 16.0  # tiny leaves keep float32 moments; large ones 8 bits
     out = capsys.readouterr().out
     assert re.search(r"^bfloat16: validation_loss=\d+\.\d{4} bytes_per_param=\d+\.\d\d", out, re.M)
+
+
+@pytest.mark.parametrize("state", ["8bit", "4bit"])
+def test_bfloat16_byte_lm_state_option_picks_the_code_width(state):
+    """--state sets the moments' code width under master_weights (the training itself is
+    the test above, at 8 bits; the 4-bit transform's own tests are tests/test_low_bit*.py)."""
+    config = bfloat16_byte_lm.parse_args(["--state", state])
+    tx = bfloat16_byte_lm.create_optimizer(config, total_steps=10)
+    state_tree = tx.init({"w": jnp.ones((64, 128), jnp.bfloat16)})
+    moments = [x for x in jax.tree.leaves(state_tree, is_leaf=is_blockwise) if is_blockwise(x)]
+    assert moments and {m.bits for m in moments} == {int(state[0])}
+
+
+def is_blockwise(x) -> bool:
+    return isinstance(x, adam_optax.QuantizedTree)
 
 
 def test_bfloat16_byte_lm_bad_input_exits_2_with_one_line(capsys):
