@@ -585,7 +585,23 @@ def _parts(x: jax.Array, bits: int) -> tuple[jax.Array, ...]:
     if bits == 8:
         return (x,)
     pairs = x.reshape(*x.shape[:-1], x.shape[-1] // 2, 2)
-    return pairs[..., 0], pairs[..., 1]
+    if x.dtype.itemsize != 2:
+        return pairs[..., 0], pairs[..., 1]
+    # 16-bit x (bfloat16 gradients): XLA:CPU reads strided 16-bit elements slowly, so each
+    # half is an integer reduction over the pair, which XLA fuses into its consumer and reads
+    # contiguously; on the bits, so that every value, -0.0 and NaN too, comes through
+    # unchanged. (float32 converted from 16 bits, as master_weights passes its inner
+    # transform, is read strided, and slowly: XLA moves the slice before the conversion.)
+    bits = jax.lax.bitcast_convert_type(pairs, jnp.dtype(f"uint{8 * x.dtype.itemsize}"))
+    zero = np.zeros((), bits.dtype)
+    index = jax.lax.broadcasted_iota(jnp.int32, bits.shape, bits.ndim - 1)
+    return tuple(
+        jax.lax.bitcast_convert_type(
+            jax.lax.reduce(jnp.where(index == i, bits, zero), zero, jax.lax.bitwise_or, (x.ndim,)),
+            x.dtype,
+        )
+        for i in range(2)
+    )
 
 
 def _read_parts(q: QuantizedArray) -> tuple[jax.Array, ...]:
@@ -595,6 +611,22 @@ def _read_parts(q: QuantizedArray) -> tuple[jax.Array, ...]:
     scales = _per_element(q.scales, q.codes.shape, q.block_size // per_byte)
     codes = (q.codes,) if q.bits == 8 else (q.codes & 0xF, q.codes >> 4)
     return tuple(_decode(c, q.signed, q.bits) * scales for c in codes)
+
+
+def _read_elements(q: QuantizedArray) -> jax.Array:
+    """The float32 values of ``q``, one per element (of an odd row's padded width).
+
+    For the update, which the caller's ``apply_updates`` consumes element by element:
+    there a byte's two halves, joined (``_join``), make a loop XLA:CPU does not vectorize
+    once the gradients are bfloat16; codes unpacked by a broadcast and a shift do not.
+    """
+    q = _widened(q)
+    codes = q.codes
+    if q.bits == 4:
+        pairs = jnp.broadcast_to(codes[..., None], (*codes.shape, 2))
+        halves = (pairs >> jnp.array([0, 4], jnp.uint8)) & jnp.uint8(0xF)
+        codes = halves.reshape(*codes.shape[:-1], 2 * codes.shape[-1])
+    return _decode(codes, q.signed, q.bits) * _per_element(q.scales, q.shape, q.block_size)
 
 
 def _join(parts: tuple[jax.Array, ...]) -> jax.Array:
@@ -974,7 +1006,8 @@ def apply(
     def new_moment(outputs, i):  # one output of the step, as its parts
         return tuple(part[i] for part in outputs)
 
-    update = _join(new_moment(new_moments(g, moments), 0))[..., :n]
+    reads = [None if m is None else _read_elements(m) for m in moments]
+    update = step(g, *reads)[0][..., :n]
     # The step again, on inputs XLA cannot tell are the same: it then fuses the
     # step into one reduction of every moment's blocks, and once more into each
     # moment's encoding, rather than materializing the decoded moments.
