@@ -592,12 +592,12 @@ def _parts(x: jax.Array, bits: int) -> tuple[jax.Array, ...]:
     # contiguously; on the bits, so that every value, -0.0 and NaN too, comes through
     # unchanged. (float32 converted from 16 bits, as master_weights passes its inner
     # transform, is read strided, and slowly: XLA moves the slice before the conversion.)
-    bits = jax.lax.bitcast_convert_type(pairs, jnp.dtype(f"uint{8 * x.dtype.itemsize}"))
-    zero = np.zeros((), bits.dtype)
-    index = jax.lax.broadcasted_iota(jnp.int32, bits.shape, bits.ndim - 1)
+    words = jax.lax.bitcast_convert_type(pairs, jnp.uint16)
+    zero = np.zeros((), np.uint16)
+    index = jax.lax.broadcasted_iota(jnp.int32, words.shape, words.ndim - 1)
     return tuple(
         jax.lax.bitcast_convert_type(
-            jax.lax.reduce(jnp.where(index == i, bits, zero), zero, jax.lax.bitwise_or, (x.ndim,)),
+            jax.lax.reduce(jnp.where(index == i, words, zero), zero, jax.lax.bitwise_or, (x.ndim,)),
             x.dtype,
         )
         for i in range(2)
@@ -676,8 +676,9 @@ def _encode_with(
 
     def code(i: int, x: jax.Array) -> jax.Array:
         normalized = jnp.where(jnp.isfinite(x), x * inverse, 0.0 if signed else 1.0)
-        stochastic = key is not None and not round_up
-        u = _uniform(key, shape, stride=per_byte, offset=i) if stochastic else None
+        u = None
+        if key is not None and not round_up:  # stochastic rounding
+            u = _uniform(key, shape, stride=per_byte, offset=i)
         c = _encode(normalized, signed, bits, u)
         if round_up:  # as dequantize_array reads them
             below = _decode(c, signed, bits) * per_byte_scales < x
@@ -994,7 +995,7 @@ def apply(
 
     # An odd 4-bit row is stepped one element longer, a zero gradient in the half byte it
     # leaves unused: there m stays 0 and v at the map's smallest value, below its block's.
-    n, moments = g.shape[-1], [None if m is None else _widened(m) for m in moments]
+    n, moments = g.shape[-1], tuple(None if m is None else _widened(m) for m in moments)
     bits, width = next((m.bits, m.shape[-1]) for m in moments if m is not None)
     g = _pad_last(g, width)
 
