@@ -111,9 +111,10 @@ class QuantizedArray:
         codes: uint8: code i stands for ``code_map(signed, bits)[i]``. With 8 bits,
             the array's shape; with 4, two codes per byte along the last axis
             (elements 2j and 2j + 1 in the low and high half of byte j), so the
-            shape ``shape[:-1] + (shape[-1] // 2,)``.
+            shape ``shape[:-1] + (ceil(shape[-1] / 2),)``.
         scales: float32, shape ``shape[:-1] + (ceil(shape[-1] / block),)``,
-            where ``block = min(block_size, shape[-1])``: each block's absmax.
+            where ``block = min(block_size, shape[-1])``: each block's absmax;
+            with 4 bits and an odd last axis, one more per row, a zero.
         shape: the stored array's shape (static).
         signed: whether the signed map is used (static): True for m, False for v.
         block_size: the block length along the last axis (static).
