@@ -398,7 +398,7 @@ def test_a_non_finite_gradient_element_harms_no_other_element(bits):
     "bits, shape",
     [
         pytest.param(bits, shape, id=f"{bits}bit-{shape[0]}x{shape[1]}")
-        for bits, shape in [(8, (8, 600)), (8, (2, 1100)), (4, (8, 600)), (4, (2, 601))]
+        for bits, shape in [(8, (8, 600)), (8, (2, 1100)), (4, (2, 601))]
     ],
 )
 @pytest.mark.parametrize("stochastic_rounding", [False, True], ids=["nearest", "stochastic"])
@@ -411,7 +411,7 @@ def test_update_stores_each_block_at_its_exact_absmax_and_each_element_at_a_neig
     nearest code value (round-to-nearest) or one of the two around it
     (stochastic rounding). The stored values are read from the codes here, by
     tests/codes.py's map and unpacking, as well as by dequantize. A ragged last
-    block (600 = 2·256 + 88 = 4·128 + 88, 1100 = 4·256 + 76) included:
+    block (600 = 2·256 + 88, 1100 = 4·256 + 76, 601 = 4·128 + 89) included:
     ``storage.apply`` reduces the whole blocks before it in a loop of their own. An odd
     4-bit row (601) leaves its last byte's high half unused, and has one scale more, 0."""
     rng = np.random.default_rng(1)
