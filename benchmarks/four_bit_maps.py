@@ -407,32 +407,8 @@ def report(result: dict[str, Any]) -> str:
     lines += ["", "Rows:", ""]
     lines += [f"- **{v['name']}**: {v['about']}" for v in result["variants"]]
     lines.append("")
-    for task, by_metric in result["summary"].items():
-        info = result["tasks"][task]
-        metrics = list(by_metric)
-        lines += [
-            f"## {task}",
-            "",
-            f"{info['params']:,} params, {100 * info['quantized_fraction']:.1f}% in leaves of "
-            f">= {quality.MIN_QUANTIZED_SIZE} elements (4-bit there, float32 elsewhere); "
-            f"{info['steps']} steps, learning rate {info['learning_rate']:g} (warmup and "
-            f"cosine decay), weight decay {info['weight_decay']:g}.",
-            "",
-            *([f"Note: {info['note']}", ""] if info["note"] else []),
-            "| row | " + " | ".join(f"{m} | Δ" for m in metrics) + " | ms/step |",
-            "|---" * (2 + 2 * len(metrics)) + "|",
-        ]
-        for name in names:
-            cells = []
-            for m in metrics:
-                row = by_metric[m]["variants"][name]
-                if by_metric[m]["kind"] == "relative":
-                    cells += [f"{row['mean']:.4g}", percent(row["delta"], row["delta_se"])]
-                else:
-                    cells += [f"{row['mean']:.2f}", f"{row['delta']:+.2f} pt"]
-            ms = result["timing"][task][name]["ms_per_step"]
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {ms:.2f} |")
-        lines.append("")
+    for task in result["summary"]:
+        lines += quality.task_section(result, task, names, "4-bit")
     decay = result["nu_decay"]
     if decay["final"]:
         f32 = decay["final"][REFERENCE]

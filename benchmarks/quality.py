@@ -550,6 +550,37 @@ def percent(value: float | None, se: float | None = None) -> str:
     return text if se is None or not math.isfinite(se) else f"{text} ± {100 * se:.2f}"
 
 
+def task_section(result: dict[str, Any], task: str, names: list[str], stored: str) -> list[str]:
+    """A task's heading, its sizes and settings, and its table: each row's final metrics, Δ
+    and time per step. ``stored`` names the format of the large leaves ("8-bit")."""
+    info, by_metric = result["tasks"][task], result["summary"][task]
+    lines = [
+        f"## {task}",
+        "",
+        f"{info['params']:,} params, {100 * info['quantized_fraction']:.1f}% in leaves of "
+        f">= {MIN_QUANTIZED_SIZE} elements ({stored} there, float32 elsewhere); "
+        f"{info['steps']} steps, learning rate {info['learning_rate']:g} (warmup and "
+        f"cosine decay), weight decay {info['weight_decay']:g}.",
+        "",
+    ]
+    if info["note"]:
+        lines += [f"Note: {info['note']}", ""]
+    metrics = list(by_metric)
+    header = " | ".join(f"{m} | Δ" for m in metrics)
+    lines += [f"| row | {header} | ms/step |", "|---" * (2 + 2 * len(metrics)) + "|"]
+    for name in names:
+        cells = []
+        for m in metrics:
+            row = by_metric[m]["variants"][name]
+            if by_metric[m]["kind"] == "relative":
+                cells += [f"{row['mean']:.4g}", percent(row["delta"], row["delta_se"])]
+            else:
+                cells += [f"{row['mean']:.2f}", f"{row['delta']:+.2f} pt"]
+        ms = result["timing"][task][name]["ms_per_step"]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ms:.2f} |")
+    return [*lines, ""]
+
+
 def markdown(result: dict[str, Any]) -> str:
     env = result["environment"]
     names = [v["name"] for v in result["variants"]]
@@ -594,33 +625,8 @@ def markdown(result: dict[str, Any]) -> str:
         wrap = f", wrapped by `{v['wrap']}`" if v["wrap"] else ""
         lines.append(f"- **{v['name']}**: {v['about']}; params {v['params_dtype']}{wrap}")
     lines.append("")
-    for task_name, by_metric in result["summary"].items():
-        info = result["tasks"][task_name]
-        lines += [
-            f"## {task_name}",
-            "",
-            f"{info['params']:,} params, {100 * info['quantized_fraction']:.1f}% in leaves of "
-            f">= {MIN_QUANTIZED_SIZE} elements (8-bit there, float32 elsewhere); "
-            f"{info['steps']} steps, learning rate {info['learning_rate']:g} (warmup and "
-            f"cosine decay), weight decay {info['weight_decay']:g}.",
-            "",
-        ]
-        if info["note"]:
-            lines += [f"Note: {info['note']}", ""]
-        metrics = list(by_metric)
-        header = " | ".join(f"{m} | Δ" for m in metrics)
-        lines += [f"| row | {header} | ms/step |", "|---" * (2 + 2 * len(metrics)) + "|"]
-        for name in names:
-            cells = []
-            for m in metrics:
-                row = by_metric[m]["variants"][name]
-                if by_metric[m]["kind"] == "relative":
-                    cells += [f"{row['mean']:.4g}", percent(row["delta"], row["delta_se"])]
-                else:
-                    cells += [f"{row['mean']:.2f}", f"{row['delta']:+.2f} pt"]
-            ms = result["timing"][task_name][name]["ms_per_step"]
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {ms:.2f} |")
-        lines.append("")
+    for task_name in result["summary"]:
+        lines += task_section(result, task_name, names, "8-bit")
     decay = result["nu_decay"]
     if decay["final"]:
         lines += [
