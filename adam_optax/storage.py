@@ -617,9 +617,10 @@ def _read_parts(q: QuantizedArray) -> tuple[jax.Array, ...]:
 def _read_elements(q: QuantizedArray) -> jax.Array:
     """The float32 values of ``q``, one per element (of an odd row's padded width).
 
-    For the update, which the caller's ``apply_updates`` consumes element by element:
-    there a byte's two halves, joined (``_join``), make a loop XLA:CPU does not vectorize
-    once the gradients are bfloat16; codes unpacked by a broadcast and a shift do not.
+    For ``dequantize_array`` and the update, which the caller's ``apply_updates`` consumes
+    element by element: a byte's two halves read by ``_read_parts`` and stacked make a loop
+    XLA:CPU does not vectorize once the gradients are bfloat16; codes unpacked by a
+    broadcast and a shift do not.
     """
     q = _widened(q)
     codes = q.codes
@@ -628,14 +629,6 @@ def _read_elements(q: QuantizedArray) -> jax.Array:
         halves = (pairs >> jnp.array([0, 4], jnp.uint8)) & jnp.uint8(0xF)
         codes = halves.reshape(*codes.shape[:-1], 2 * codes.shape[-1])
     return _decode(codes, q.signed, q.bits) * _per_element(q.scales, q.shape, q.block_size)
-
-
-def _join(parts: tuple[jax.Array, ...]) -> jax.Array:
-    """The inverse of ``_parts``."""
-    if len(parts) == 1:
-        return parts[0]
-    joined = jnp.stack(parts, axis=-1)
-    return joined.reshape(*joined.shape[:-2], joined.shape[-2] * joined.shape[-1])
 
 
 def _encode_with(
@@ -721,7 +714,7 @@ def quantize(x: jax.Array, *, signed: bool, block_size: int, bits: int = 8) -> Q
 
 def dequantize_array(q: QuantizedArray) -> jax.Array:
     """The float32 array a ``QuantizedArray`` stands for."""
-    return _join(_read_parts(q))[..., : q.shape[-1]]
+    return _read_elements(q)[..., : q.shape[-1]]
 
 
 def _widened(q: QuantizedArray) -> QuantizedArray:
